@@ -1,0 +1,59 @@
+# The two commands: `make up` (install what is missing, start the stack, get a champion) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: up down status logs test test-faults lint lock install browser rollback bench clean
+
+up: install .env
+	@echo "Starting the stack (data under var/, logs under var/log/) ..."
+	@$(PY) -m ops.stack up
+
+down:
+	@test -x $(PY) && $(PY) -m ops.stack down || echo "nothing to stop (no .venv)"
+
+status: install
+	@$(PY) -m ops.stack status
+
+logs:
+	@tail -n 50 -F var/log/*.log
+
+rollback: install
+	@$(PY) -m model rollback
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(PY) -m pip install -q uv
+	$(BIN)/uv pip install --python $(PY) -q -r requirements.txt
+	$(BIN)/uv pip check --python $(PY)
+	@touch $@
+
+.env: | install
+	@$(PY) -m ops.envfile .env.example .env
+
+# Debian's chromium for the browser test; playwright drives it (never `playwright install`).
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the browser test will be skipped"; }
+
+test: install browser
+	@$(PY) -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy model app plugins ops
+
+lock:
+	@test -x $(BIN)/uv || $(PY) -m pip install -q uv
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 -q
+	@echo "requirements.txt regenerated; run 'make install' to apply it"
+
+clean: down
+	rm -rf var

@@ -1,0 +1,89 @@
+"""The prediction service: `gunicorn 'app:create_app()'` (one app, model and log writer per worker)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import Any
+
+from flask import Flask
+
+from plugins.mlops_platform.settings import Settings, registry_config
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, start_background: bool = True, **overrides: Any) -> Flask:
+    """Build the Flask app; `overrides` replace Settings fields (tests)."""
+    from pymongo import MongoClient
+
+    from app.errors import register_error_handlers
+    from app.metrics import Metrics
+    from app.model_manager import ModelManager
+    from app.prediction_log import PredictionLog
+    from app.views import api, pages
+
+    settings = settings or Settings()
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+
+    app = Flask(__name__)
+    # Images are capped per file in the views; the whole body may hold a batch of rows.
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes * 2, settings.max_batch_rows * 64 * 12)
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    client: MongoClient = MongoClient(
+        settings.mongo_uri,
+        serverSelectionTimeoutMS=settings.mongo_timeout_ms,
+        connectTimeoutMS=settings.mongo_timeout_ms,
+        socketTimeoutMS=max(settings.mongo_timeout_ms * 5, 10_000),
+        connect=False,
+        tz_aware=True,
+    )
+    db = client[settings.mongo_db]
+    models = ModelManager(
+        registry_config(settings, http_timeout=5.0, http_retries=0),
+        settings.model_cache_dir,
+        settings.model_poll_seconds,
+    )
+    prediction_log = PredictionLog(
+        lambda: db,
+        settings.outbox_dir,
+        queue_size=settings.log_queue_size,
+        batch_size=settings.log_batch_size,
+        flush_seconds=settings.log_flush_seconds,
+    )
+    app.extensions.update(
+        settings=settings, mongo=client, db=db, models=models, prediction_log=prediction_log, metrics=Metrics()
+    )
+
+    register_error_handlers(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+
+    if start_background:
+        prediction_log.start()
+        models.start()
+        threading.Thread(target=_ensure_indexes, args=(db, settings), name="ensure-indexes", daemon=True).start()
+        atexit.register(shutdown, app)
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Flush the prediction log and stop background threads (gunicorn worker exit, tests)."""
+    app.extensions["models"].stop()
+    app.extensions["prediction_log"].close()
+    app.extensions["mongo"].close()
+
+
+def _ensure_indexes(db: Any, settings: Settings) -> None:
+    from pymongo.errors import PyMongoError
+
+    from model.store import ensure_indexes
+
+    try:
+        ensure_indexes(db, settings.prediction_ttl_days)
+    except PyMongoError as exc:
+        log.warning("could not create MongoDB indexes now (%s); they will be created on the next start", exc)

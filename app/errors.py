@@ -1,0 +1,102 @@
+"""Typed API errors and the one place that turns every exception into a JSON `{error, message}`."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from model.errors import BlankImage, ImageError, ImageTooLarge, UnreadableImage
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.code
+        self.status = status or self.status
+        self.field = field
+
+
+class InvalidInput(ApiError):
+    status, code = 422, "invalid_input"
+
+
+class UnsupportedMedia(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class NoModel(ApiError):
+    status, code = 503, "no_model"
+
+
+_IMAGE_ERRORS: dict[type[ImageError], type[ApiError]] = {
+    UnreadableImage: UnsupportedMedia,
+    ImageTooLarge: PayloadTooLarge,
+    BlankImage: InvalidInput,
+}
+
+
+def from_image_error(exc: ImageError, field: str) -> ApiError:
+    cls = next((api for err, api in _IMAGE_ERRORS.items() if isinstance(exc, err)), InvalidInput)
+    return cls(f"{field}: {exc}", field=field)
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> tuple[Response, int]:
+    body: dict[str, object] = {"error": code, "message": message}
+    if field:
+        body["field"] = field
+    return jsonify(body), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        _record_failure(exc.status, exc.code)
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if status == 413:
+            code = "payload_too_large"
+            message = f"the request body exceeds {app.config['MAX_CONTENT_LENGTH']:,} bytes"
+        if status == 405:
+            message = f"{request.method} is not allowed on {request.path}"
+        _record_failure(status, code)
+        return error_response(status, code, message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        _record_failure(500, "internal_error")
+        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def _record_failure(status: int, code: str) -> None:
+    """Failed prediction requests are logged as error records too."""
+    from flask import current_app
+
+    plog = current_app.extensions.get("prediction_log")
+    if plog is not None and request.endpoint and request.endpoint.startswith("api.predict"):
+        plog.record_error(route=request.path, status=status, code=code, request_id=request.headers.get("X-Request-ID"))

@@ -1,0 +1,25 @@
+"""Gunicorn settings for the prediction service (bind and workers come from the command line)."""
+
+import os
+
+worker_class = "sync"
+workers = int(os.environ.get("APP_WORKERS", "2"))
+timeout = 60
+graceful_timeout = 20
+keepalive = 5
+# No --preload: every worker builds its own app, MongoDB client and model (pymongo is not fork-safe).
+preload_app = False
+# Gunicorn 26 opens a control socket shared by every instance under $HOME unless told otherwise.
+control_socket_disable = True
+accesslog = None
+errorlog = "-"
+loglevel = "info"
+
+
+def worker_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    """Drain the prediction log queue before the worker goes away."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        from app import shutdown
+
+        shutdown(app)

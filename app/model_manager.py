@@ -1,0 +1,180 @@
+"""Keeps the champion loaded: from MLflow when it can, from the local cache when MLflow is down.
+
+A background thread polls the `champion` alias; a new version is downloaded, loaded and smoke-tested
+on its input example off the request path, then swapped in with one reference assignment, so no
+request ever sees a half-loaded model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.registry import CHAMPION, Registry, RegistryConfig
+
+log = logging.getLogger(__name__)
+POINTER = "champion.json"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    pipeline: Any
+    labels: list[int]
+    info: dict[str, Any]
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.pipeline.predict_proba(X)  # type: ignore[no-any-return]
+
+
+class ModelManager:
+    def __init__(self, config: RegistryConfig, cache_dir: Path, poll_seconds: float) -> None:
+        self.config = config
+        self.cache_dir = cache_dir / config.model_name
+        self.poll_seconds = poll_seconds
+        self.current: LoadedModel | None = None
+        self.mlflow_ok: bool | None = None
+        self.last_error: str | None = None
+        self.last_check: str | None = None
+        self._registry: Registry | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.config)
+        return self._registry
+
+    def start(self) -> None:
+        """Load the cached champion at once (if any), then let the poller follow the registry."""
+        self._load_cached()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            self._stop.wait(self.poll_seconds)
+
+    def refresh(self) -> dict[str, Any]:
+        """Look up the champion alias and load it if it is not the version being served."""
+        with self._lock:
+            self.last_check = datetime.now(UTC).isoformat()
+            try:
+                champion = self.registry.by_alias(CHAMPION)
+                self.mlflow_ok = True
+            except Exception as exc:  # MLflow down or misconfigured: keep serving what we have
+                self._fail(f"MLflow unavailable: {type(exc).__name__}: {str(exc)[:200]}")
+                self.mlflow_ok = False
+                return {"changed": False, "error": self.last_error}
+            if champion is None:
+                self.last_error = f"the registry has no '{CHAMPION}' alias on model {self.config.model_name}"
+                return {"changed": False, "error": self.last_error}
+            if self.current is not None and self.current.version == champion.version:
+                self.last_error = None
+                return {"changed": False, "version": champion.version}
+            try:
+                loaded = self._load_from_registry(champion.version)
+            except Exception as exc:  # a bad version must not take down the one being served
+                self._fail(f"could not load version {champion.version}: {type(exc).__name__}: {str(exc)[:300]}")
+                return {"changed": False, "error": self.last_error}
+            previous = self.current.version if self.current else None
+            self.current = loaded  # the swap: one reference assignment
+            self.last_error = None
+            log.info("serving %s version %s (was %s)", loaded.name, loaded.version, previous)
+            return {"changed": True, "version": loaded.version, "previous": previous}
+
+    def _fail(self, message: str) -> None:
+        if message != self.last_error:
+            log.warning(message)
+        self.last_error = message
+
+    def _load_from_registry(self, version: str) -> LoadedModel:
+        target = self.cache_dir / f"v{version}"
+        if not (target / "MLmodel").exists():
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self.cache_dir))
+            try:
+                downloaded = self.registry.download_version(version, tmp)
+                try:
+                    os.rename(downloaded, target)
+                except OSError:
+                    if not (target / "MLmodel").exists():  # not a concurrent download by another worker
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        mv = self.registry.version(version)
+        metrics = self.registry.run_metrics(mv.run_id)
+        info = {
+            "name": self.config.model_name,
+            "version": version,
+            "aliases": self.registry.aliases_of(version),
+            "run_id": mv.run_id,
+            "metrics": metrics,
+            "dataset_hash": mv.tags.get("dataset_hash"),
+            "tags": mv.tags,
+            "path": str(target),
+        }
+        loaded = _load_local(target, self.config.model_name, version, info)
+        _write_pointer(self.cache_dir / POINTER, info)
+        return loaded
+
+    def _load_cached(self) -> None:
+        pointer = self.cache_dir / POINTER
+        if not pointer.exists():
+            return
+        try:
+            info = json.loads(pointer.read_text())
+            self.current = _load_local(Path(info["path"]), info["name"], str(info["version"]), {**info, "from_cache": True})
+            log.info("serving cached %s version %s until the registry answers", info["name"], info["version"])
+        except Exception as exc:  # a corrupt cache is not fatal: the registry may still answer
+            self._fail(f"the cached champion could not be loaded: {type(exc).__name__}: {exc}")
+
+
+def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> LoadedModel:
+    """Load a downloaded model directory and smoke-test it on its input example."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    started = time.perf_counter()
+    pipeline = mlflow.sklearn.load_model(str(path))
+    meta = Model.load(str(path))
+    example = meta.load_input_example(str(path))
+    if example is None:
+        raise ValueError(f"version {version} has no input example to smoke-test")
+    example = np.asarray(example, dtype=np.float64)
+    proba = pipeline.predict_proba(example)
+    if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
+        raise ValueError(f"version {version} failed its smoke test on the input example")
+    signature = meta.signature.to_dict() if meta.signature else None
+    full_info = {**info, "signature": signature, "load_seconds": round(time.perf_counter() - started, 3)}
+    return LoadedModel(
+        name=name,
+        version=version,
+        pipeline=pipeline,
+        labels=[int(c) for c in pipeline.classes_],
+        info=full_info,
+    )
+
+
+def _write_pointer(path: Path, info: dict[str, Any]) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,156 @@
+"""The OpenAPI document, generated from the routes: each view declares its schemas with @documented."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+_ROW = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 16}, "minItems": 64, "maxItems": 64}
+_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+}
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": _ERROR,
+    "PredictRequest": {
+        "oneOf": [
+            {"type": "object", "required": ["instances"], "properties": {"instances": {"type": "array", "items": _ROW, "minItems": 1}}},
+            {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "format": "byte"}}},
+        ]
+    },
+    "PredictResponse": {
+        "type": "object",
+        "required": ["predictions", "model", "latency_ms"],
+        "properties": {
+            "predictions": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "label", "confidence", "probabilities"],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid"},
+                        "label": {"type": "integer"},
+                        "confidence": {"type": "number"},
+                        "probabilities": {"type": "array", "items": {"type": "number"}},
+                    },
+                },
+            },
+            "model": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "labels": {"type": "array", "items": {"type": "integer"}},
+                },
+            },
+            "latency_ms": {"type": "number"},
+        },
+    },
+    "InferenceImageRequest": {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"name": {"type": "string"}, "data": {"type": "string", "format": "byte"}},
+    },
+    "InferenceImageResponse": {"type": "object", "required": ["uuid"], "properties": {"uuid": {"type": "string"}}},
+    "PredictionRecord": {
+        "type": "object",
+        "required": ["id", "uuid", "prediction", "label", "model_version"],
+        "properties": {
+            "id": {"type": "string"},
+            "uuid": {"type": "string"},
+            "prediction": {"type": "integer"},
+            "label": {"type": "integer"},
+            "confidence": {"type": "number"},
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "ts": {"type": "string"},
+            "features": {"type": "array", "items": {"type": "number"}},
+        },
+    },
+    "FeedbackRequest": {"type": "object", "required": ["label"], "properties": {"label": {"type": "integer"}}},
+    "FeedbackResponse": {
+        "type": "object",
+        "properties": {"prediction_id": {"type": "string"}, "label": {"type": "integer"}, "correct": {"type": "boolean"}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "model", "mongodb", "mlflow"],
+        "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]}},
+    },
+    "ModelInfo": {"type": "object", "required": ["name", "version"]},
+    "Statistics": {"type": "object", "required": ["total", "errors", "per_label", "latency_ms"]},
+    "Reload": {"type": "object", "required": ["changed"]},
+    "MonitoringReport": {"type": "object", "required": ["status", "checks"]},
+}
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Missing or wrong API key / admin token",
+    404: "Not found",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid input: the message names the field",
+    503: "Not ready (no model) or storage unavailable",
+}
+
+
+def documented(
+    summary: str, request: str | None = None, response: str | None = None, errors: tuple[int, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        view.openapi = {"summary": summary, "request": request, "response": response, "errors": errors}  # type: ignore[attr-defined]
+        return view
+
+    return decorate
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        spec = getattr(view, "openapi", None) or getattr(getattr(view, "__wrapped__", None), "openapi", None)
+        if spec is None:
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            operation: dict[str, Any] = {"summary": spec["summary"], "operationId": f"{rule.endpoint}_{method.lower()}"}
+            params = [
+                {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in sorted(rule.arguments)
+            ]
+            if rule.endpoint == "api.statistics":
+                params.append({"name": "window", "in": "query", "schema": {"type": "string", "pattern": r"^\d{1,4}[mhd]$"}})
+            if params:
+                operation["parameters"] = params
+            if spec["request"]:
+                content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{spec['request']}"}}}
+                if rule.endpoint == "api.predict":
+                    content["multipart/form-data"] = {
+                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                    }
+                operation["requestBody"] = {"required": True, "content": content}
+            ok: dict[str, Any] = {"description": "OK"}
+            if spec["response"]:
+                ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{spec['response']}"}}}
+            responses: dict[str, Any] = {"200": ok}
+            for status in (*spec["errors"], 400) if spec["request"] else spec["errors"]:
+                responses[str(status)] = {
+                    "description": _DESCRIPTIONS[status],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+            if rule.endpoint == "api.health":
+                responses["503"]["content"] = ok.get("content", {})
+            paths.setdefault(path, {})[method.lower()] = operation | {"responses": responses}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "MLOps platform prediction service", "version": "1.0.0"},
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "adminToken": {"type": "apiKey", "in": "header", "name": "X-Admin-Token"},
+            },
+        },
+    }

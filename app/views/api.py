@@ -1,0 +1,337 @@
+"""JSON API: predictions, the prediction log, feedback, health, model info, statistics, metrics."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+from pymongo.errors import PyMongoError
+
+from app.errors import ApiError, InvalidInput, NoModel, NotFound, Unauthorized
+from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse_predict
+from app.model_manager import LoadedModel
+from app.openapi import documented, openapi_document
+from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
+
+bp = Blueprint("api", __name__)
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
+_LOOKUP_WAIT_SECONDS = 1.0
+
+
+def ext(name: str) -> Any:
+    return current_app.extensions[name]
+
+
+def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = ext("settings").api_key
+        if key is not None and key.get_secret_value():
+            given = request.headers.get("X-API-Key") or _bearer()
+            if not given or not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
+                raise Unauthorized("this route needs the API key in the X-API-Key header")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = ext("settings").admin_token.get_secret_value()
+        given = request.headers.get("X-Admin-Token") or _bearer()
+        if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("admin routes need the ADMIN_TOKEN in the X-Admin-Token header")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else None
+
+
+def serving_model() -> LoadedModel:
+    model = ext("models").current
+    if model is None:
+        reason = ext("models").last_error or "no champion model has been loaded yet"
+        raise NoModel(f"no model to serve: {reason}; it is picked up automatically once a champion exists")
+    return model
+
+
+# -- predictions -------------------------------------------------------------------------------------
+
+
+@bp.post("/predict")
+@documented("Classify an image (multipart `file` or JSON `image` base64) or a batch of 64-number rows",
+            request="PredictRequest", response="PredictResponse", errors=(401, 413, 415, 422, 503))  # fmt: skip
+@require_api_key
+def predict() -> Response:
+    started = time.perf_counter()
+    model = serving_model()
+    settings = ext("settings")
+    inputs = parse_predict(request, settings.max_batch_rows, settings.max_upload_bytes, settings.max_image_pixels)
+    results, latency_ms = _predict_and_log(model, inputs, "predict", started)
+    return jsonify(
+        predictions=results,
+        model={"name": model.name, "version": model.version, "labels": model.labels},
+        latency_ms=latency_ms,
+    )
+
+
+@bp.post("/inference/image")
+@documented("Compatibility route of the replaced system: classify a base64 image, answer its uuid",
+            request="InferenceImageRequest", response="InferenceImageResponse", errors=(401, 413, 415, 422, 503))  # fmt: skip
+@require_api_key
+def predict_compat() -> Response:
+    started = time.perf_counter()
+    model = serving_model()
+    settings = ext("settings")
+    body = json_body(request)
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidInput("name must be a string", field="name")
+    if "data" not in body:
+        raise InvalidInput('send {"name": "<file name>", "data": "<base64 image>"}', field="data")
+    inputs = from_image_bytes(
+        decode_base64(body["data"], "data"), "data", settings.max_upload_bytes, settings.max_image_pixels
+    )
+    results, _ = _predict_and_log(model, inputs, "inference/image", started, name=name)
+    return jsonify(uuid=results[0]["id"])
+
+
+def _predict_and_log(
+    model: LoadedModel, inputs: Inputs, source: str, started: float, name: str | None = None
+) -> tuple[list[dict[str, Any]], float]:
+    proba = model.predict_proba(inputs.X)
+    best = proba.argmax(axis=1)
+    labels = np.asarray(model.labels)[best].tolist()
+    confidences = proba[np.arange(len(best)), best].tolist()
+    probabilities = proba.round(6).tolist()
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    now = datetime.now(UTC)
+    request_id = request.headers.get("X-Request-ID")
+    store_images = ext("settings").store_images
+    ids = [str(uuid.uuid4()) for _ in labels]
+    records = []
+    for i, record_id in enumerate(ids):
+        record = {
+            "_id": record_id,
+            "kind": "prediction",
+            "ts": now,
+            "model_name": model.name,
+            "model_version": model.version,
+            "source": source,
+            "request_id": request_id,
+            "input_hash": inputs.input_hashes[i],
+            "features": inputs.rows[i],
+            "label": labels[i],
+            "confidence": confidences[i],
+            "probabilities": probabilities[i],
+            "latency_ms": latency_ms,
+        }
+        if name is not None:
+            record["name"] = name
+        if store_images and inputs.images[i] is not None:
+            record["image"] = inputs.images[i]
+        records.append(record)
+    ext("prediction_log").submit(records)
+    metrics = ext("metrics")
+    metrics.latency.labels(source).observe(latency_ms / 1000)
+    for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+        metrics.predictions.labels(str(label), model.version).inc(int(count))
+    results = [
+        {"id": ids[i], "label": labels[i], "confidence": confidences[i], "probabilities": probabilities[i]}
+        for i in range(len(ids))
+    ]
+    return results, latency_ms
+
+
+# -- the prediction log --------------------------------------------------------------------------------
+
+
+@bp.get("/predictions/<prediction_id>")
+@documented("A stored prediction by id (also the replaced system's `GET /predictions/<uuid>`)",
+            response="PredictionRecord", errors=(401, 404, 422))  # fmt: skip
+@require_api_key
+def get_prediction(prediction_id: str) -> Response:
+    record = _find_prediction(prediction_id)
+    return jsonify(_public(record))
+
+
+@bp.post("/predictions/<prediction_id>/feedback")
+@documented("Store the true label of a prediction", request="FeedbackRequest", response="FeedbackResponse",
+            errors=(401, 404, 415, 422))  # fmt: skip
+@require_api_key
+def post_feedback(prediction_id: str) -> Response:
+    body = json_body(request)
+    label = body.get("label")
+    model = ext("models").current
+    allowed = model.labels if model else list(range(10))
+    if isinstance(label, bool) or not isinstance(label, int) or label not in allowed:
+        raise InvalidInput(f"label must be one of {allowed}, got {label!r}", field="label")
+    record = _find_prediction(prediction_id)
+    doc = {
+        "_id": prediction_id,
+        "prediction_id": prediction_id,
+        "label": label,
+        "predicted_label": record.get("label"),
+        "correct": label == record.get("label"),
+        "model_name": record.get("model_name"),
+        "model_version": record.get("model_version"),
+        "features": record.get("features"),
+        "created_at": datetime.now(UTC),
+    }
+    ext("prediction_log").submit([doc], collection=FEEDBACK)
+    return jsonify(prediction_id=prediction_id, label=label, correct=doc["correct"])
+
+
+def _find_prediction(prediction_id: str) -> dict[str, Any]:
+    if not _UUID.match(prediction_id):
+        raise InvalidInput(f"'{prediction_id}' is not a prediction id (a lowercase UUID)", field="id")
+    recent = ext("prediction_log").recent(prediction_id)
+    if recent is not None:
+        return recent
+    deadline = time.monotonic() + _LOOKUP_WAIT_SECONDS  # another worker may not have flushed it yet
+    while True:
+        try:
+            record = ext("db")[PREDICTIONS].find_one({"_id": prediction_id, "kind": "prediction"})
+        except PyMongoError as exc:
+            raise ApiError(
+                f"the prediction log is unavailable right now ({type(exc).__name__}); try again shortly",
+                code="storage_unavailable",
+                status=503,
+            ) from exc
+        if record is not None:
+            return record
+        if time.monotonic() >= deadline:
+            raise NotFound(f"no prediction with id {prediction_id}")
+        time.sleep(0.1)
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in record.items() if k not in ("_id", "image")}
+    out["id"] = out["uuid"] = record["_id"]
+    out["prediction"] = record.get("label")
+    out["has_image"] = "image" in record
+    if isinstance(out.get("ts"), datetime):
+        out["ts"] = out["ts"].isoformat()
+    return out
+
+
+# -- service state -----------------------------------------------------------------------------------
+
+
+@bp.get("/health")
+@documented("Liveness and readiness: 200 when a model is loaded and predictions can be recorded",
+            response="Health", errors=(503,))  # fmt: skip
+def health() -> tuple[Response, int]:
+    models, plog = ext("models"), ext("prediction_log")
+    model = models.current
+    ready = model is not None
+    body = {
+        "status": "ready" if ready else "not_ready",
+        "model": {
+            "loaded": ready,
+            "name": model.name if model else ext("settings").model_name,
+            "version": model.version if model else None,
+            "from_cache": bool(model and model.info.get("from_cache")),
+            "error": models.last_error,
+        },
+        "mongodb": {
+            "ok": plog.mongo_ok,
+            "queue_depth": plog.depth(),
+            "outbox_bytes": plog.outbox.pending(),
+            "error": None if plog.mongo_ok else plog.last_error,
+        },
+        "mlflow": {"ok": models.mlflow_ok, "last_check": models.last_check},
+    }
+    if not ready:
+        body["reason"] = models.last_error or "no champion model loaded yet"
+    return jsonify(body), 200 if ready else 503
+
+
+@bp.get("/model-info")
+@documented("The model being served: name, version, aliases, run, metrics, dataset hash, signature",
+            response="ModelInfo", errors=(503,))  # fmt: skip
+def model_info() -> Response:
+    model = serving_model()
+    return jsonify({**model.info, "name": model.name, "version": model.version, "labels": model.labels,
+                    "loaded_at": model.loaded_at})  # fmt: skip
+
+
+@bp.get("/statistics")
+@documented("Prediction statistics over a window (`?window=24h`, also m or d units)", response="Statistics",
+            errors=(422, 503))  # fmt: skip
+def statistics() -> Response:
+    window = request.args.get("window", "24h")
+    match = _WINDOW.match(window)
+    if not match:
+        raise InvalidInput(f"window must look like 30m, 24h or 7d, got {window!r}", field="window")
+    amount, unit = int(match.group(1)), match.group(2)
+    delta = {"m": timedelta(minutes=amount), "h": timedelta(hours=amount), "d": timedelta(days=amount)}[unit]
+    if delta > timedelta(days=366):
+        raise InvalidInput("window may cover at most 366 days", field="window")
+    try:
+        stats = window_statistics(ext("db"), datetime.now(UTC) - delta)
+    except PyMongoError as exc:
+        raise ApiError(
+            f"statistics are unavailable while MongoDB is unreachable ({type(exc).__name__})",
+            code="storage_unavailable",
+            status=503,
+        ) from exc
+    return jsonify({"window": window, **stats})
+
+
+@bp.get("/monitoring/latest")
+@documented("The latest report of the monitor_platform DAG", response="MonitoringReport", errors=(404, 503))
+def monitoring_latest() -> Response:
+    try:
+        report = ext("db")[MONITORING_REPORTS].find_one(sort=[("created_at", -1)])
+    except PyMongoError as exc:
+        raise ApiError(f"MongoDB is unreachable ({type(exc).__name__})", code="storage_unavailable", status=503) from exc
+    if report is None:
+        raise NotFound("no monitoring report yet: the monitor_platform DAG writes one per run")
+    report["id"] = str(report.pop("_id"))
+    report["created_at"] = report["created_at"].isoformat()
+    return jsonify(report)
+
+
+@bp.get("/metrics")
+@documented("Prometheus metrics of this worker", response=None)
+def metrics() -> Response:
+    m, plog, models = ext("metrics"), ext("prediction_log"), ext("models")
+    m.queue_depth.set(plog.depth())
+    m.outbox_bytes.set(plog.outbox.pending())
+    if models.current is not None:
+        m.model_version.labels(models.current.name).set(float(models.current.version))
+    return Response(m.render(), mimetype="text/plain; version=0.0.4")
+
+
+@bp.post("/admin/reload")
+@documented("Check the registry now and hot-swap to a new champion", response="Reload", errors=(401,))
+@require_admin
+def admin_reload() -> Response:
+    return jsonify(ext("models").refresh())
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document(current_app))
+
+
+@bp.after_app_request
+def _count(response: Response) -> Response:
+    if request.endpoint:
+        ext("metrics").requests.labels(request.endpoint, str(response.status_code)).inc()
+    return response

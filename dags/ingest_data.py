@@ -1,0 +1,41 @@
+"""ingest_data: validate the configured data (plus feedback) into a content-hashed snapshot."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+from plugins.mlops_platform.assets import SNAPSHOT
+
+
+@dag(
+    dag_id="ingest_data",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    tags=["mlops", "lifecycle"],
+    doc_md="""
+    Loads the source named in `config/params.yaml` (digits or an image folder) and any feedback
+    labels from MongoDB, validates them, and writes an immutable snapshot named by its content hash.
+    Emits the `data_snapshot` Asset, which triggers `train_model`.
+    Optional conf: `{"params": {"train": {...}, "data": {...}}}` overrides sections for this chain.
+    """,
+)
+def ingest_data() -> None:
+    @task(outlets=[SNAPSHOT])
+    def ingest() -> dict[str, Any]:
+        from plugins.mlops_platform import tasks
+
+        context = get_current_context()
+        snapshot = tasks.ingest(context["dag_run"].conf)
+        context["outlet_events"][SNAPSHOT].extra = snapshot
+        return snapshot
+
+    ingest()
+
+
+ingest_data()

@@ -1,0 +1,43 @@
+"""train_model: fit the Pipeline on the newest snapshot and register it as the challenger."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+from plugins.mlops_platform.assets import CANDIDATE_MODEL, SNAPSHOT
+
+
+@dag(
+    dag_id="train_model",
+    schedule=[SNAPSHOT],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    tags=["mlops", "lifecycle"],
+    doc_md="""
+    Triggered by the `data_snapshot` Asset (or by hand: conf `{"path": <snapshot dir>}`, else the
+    newest snapshot). Trains the estimator from `config/params.yaml`, logs params, metrics, the
+    confusion matrix, the dataset and the model to MLflow, registers a new version with alias
+    `challenger`, and emits the `candidate_model` Asset, which triggers `validate_model`.
+    """,
+)
+def train_model() -> None:
+    @task(outlets=[CANDIDATE_MODEL])
+    def train() -> dict[str, Any]:
+        from plugins.mlops_platform import tasks
+        from plugins.mlops_platform.settings import Settings
+
+        context = get_current_context()
+        snapshot = tasks.upstream(context, ("path",)) or tasks.latest_snapshot(Settings())
+        trained = tasks.train(snapshot)
+        context["outlet_events"][CANDIDATE_MODEL].extra = trained
+        return trained
+
+    train()
+
+
+train_model()

@@ -1,0 +1,42 @@
+"""validate_model: challenger vs champion on the same holdout; promote only through the gate."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+from plugins.mlops_platform.assets import CANDIDATE_MODEL
+
+
+@dag(
+    dag_id="validate_model",
+    schedule=[CANDIDATE_MODEL],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    tags=["mlops", "lifecycle"],
+    doc_md="""
+    Triggered by the `candidate_model` Asset (or by hand with conf `{"version": .., "path": ..}`).
+    Evaluates the challenger and the current champion on the snapshot's holdout, runs behavioural
+    checks, and moves `champion` (old champion -> `previous`) only when the gate in
+    `config/params.yaml` passes. The decision is tagged on the version and stored in MongoDB
+    `model_events`. A rejection is a successful run that records the rejection.
+    """,
+)
+def validate_model() -> None:
+    @task
+    def validate() -> dict[str, Any]:
+        from plugins.mlops_platform import tasks
+
+        candidate = tasks.upstream(get_current_context(), ("version", "path"))
+        if candidate is None:
+            raise ValueError("no candidate: trigger with conf {'version': ..., 'path': <snapshot dir>}")
+        return tasks.validate(candidate)
+
+    validate()
+
+
+validate_model()

@@ -1,0 +1,93 @@
+"""The one preprocessing function: any image -> the 8x8, 0-16 representation of scikit-learn's digits.
+
+Training on an image folder and serving an uploaded or drawn image both go through
+`image_to_features`, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from model.errors import BlankImage, ImageTooLarge, UnreadableImage
+
+N_FEATURES = 64
+SIDE = 8
+MAX_VALUE = 16.0
+_WORK_SIDE = 32  # the digits set was made from 32x32 bitmaps counted in 4x4 blocks
+_INK_THRESHOLD = 0.25
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode image bytes, refusing non-images, corrupt files and decompression bombs."""
+    if not data:
+        raise UnreadableImage("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted"
+                )
+            image.seek(0)  # first frame of an animation
+            image.load()
+    except ImageTooLarge:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise UnreadableImage("the data is not an image format Pillow can read (send PNG, JPEG, GIF, BMP or WebP)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UnreadableImage(f"the image is corrupt or truncated: {exc}") from exc
+    return image
+
+
+def image_to_features(image: Image.Image) -> np.ndarray:
+    """Grayscale, crop to the ink, fit into 32x32 and count ink in 4x4 blocks: 64 floats in 0-16."""
+    ink = _ink(image)
+    rows = np.flatnonzero(ink.max(axis=1) > _INK_THRESHOLD)
+    cols = np.flatnonzero(ink.max(axis=0) > _INK_THRESHOLD)
+    if rows.size == 0:
+        raise BlankImage("the image is blank: draw or upload a digit with visible strokes")
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    fitted = _fit_square(crop, _WORK_SIDE)
+    block = _WORK_SIDE // SIDE
+    counts = fitted.reshape(SIDE, block, SIDE, block).mean(axis=(1, 3)) * MAX_VALUE
+    return np.round(counts, 3).reshape(N_FEATURES)
+
+
+def features_to_image(features: np.ndarray, scale: int = 8) -> Image.Image:
+    """Render 64 digit features as a dark-on-light grayscale image (for tests and previews)."""
+    grid = np.asarray(features, dtype=np.float64).reshape(SIDE, SIDE) / MAX_VALUE
+    pixels = (255 - np.clip(grid, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="L").resize((SIDE * scale, SIDE * scale), Image.Resampling.NEAREST)
+
+
+def _ink(image: Image.Image) -> np.ndarray:
+    """Ink intensity in [0, 1], whatever the mode, transparency or background colour."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    gray = np.asarray(ImageOps.grayscale(image), dtype=np.float32) / 255.0
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return 1.0 - gray if np.median(border) > 0.5 else gray
+
+
+def _fit_square(ink: np.ndarray, side: int) -> np.ndarray:
+    """Scale the crop so its longer side fills `side`, keep its aspect ratio, and centre it."""
+    height, width = ink.shape
+    scale = side / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = Image.fromarray((ink * 255).astype(np.uint8), mode="L").resize(
+        (new_w, new_h), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
+    )
+    canvas = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - new_h) // 2, (side - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(resized, dtype=np.float32) / 255.0
+    return canvas

@@ -1,0 +1,65 @@
+"""Immutable, content-addressed data snapshots on disk (an adapter: this module does file I/O)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.data import Dataset
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    hash: str
+    train: Dataset
+    holdout: Dataset
+    profile: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def write_snapshot(
+    root: Path, digest: str, train: Dataset, holdout: Dataset, profile: dict[str, Any], manifest: dict[str, Any]
+) -> Path:
+    """Write `root/snapshots/<digest>` once, atomically; an existing snapshot is left as it is."""
+    final = root / "snapshots" / digest
+    if (final / "manifest.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=final.parent))
+    try:
+        np.savez_compressed(tmp / "train.npz", X=train.X, y=train.y)
+        np.savez_compressed(tmp / "holdout.npz", X=holdout.X, y=holdout.y)
+        (tmp / "profile.json").write_text(json.dumps(profile))
+        (tmp / "manifest.json").write_text(json.dumps({**manifest, "hash": digest}, indent=2, default=str))
+        for child in tmp.iterdir():
+            child.chmod(0o444)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "manifest.json").exists():  # not a concurrent writer of the same content
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    manifest = json.loads((path / "manifest.json").read_text())
+    with np.load(path / "train.npz") as train, np.load(path / "holdout.npz") as holdout:
+        return Snapshot(
+            path=path,
+            hash=manifest["hash"],
+            train=Dataset(X=train["X"], y=train["y"]),
+            holdout=Dataset(X=holdout["X"], y=holdout["y"]),
+            profile=json.loads((path / "profile.json").read_text()),
+            manifest=manifest,
+        )

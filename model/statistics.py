@@ -1,0 +1,137 @@
+"""Prediction statistics from incremental rollups, shared by the app's /statistics and the monitor DAG.
+
+Every logged prediction increments one rollup document per (hour, model version, label): a count,
+sums, and fixed-bucket histograms of confidence and latency. A window's statistics then read at most
+hours x versions x labels small documents, however many predictions were logged.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+CONFIDENCE_BUCKETS = 20  # 0.05 wide
+LATENCY_EDGES_MS = [0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000]
+
+
+def latency_bucket(ms: float) -> int:
+    for i, edge in enumerate(LATENCY_EDGES_MS):
+        if ms <= edge:
+            return i
+    return len(LATENCY_EDGES_MS)
+
+
+def confidence_bucket(confidence: float) -> int:
+    return min(int(confidence * CONFIDENCE_BUCKETS), CONFIDENCE_BUCKETS - 1)
+
+
+def rollup_key(ts: datetime, model_name: Any, version: Any, label: Any) -> str:
+    return f"{ts.strftime('%Y-%m-%dT%H')}|{model_name}|{version}|{label}"
+
+
+def rollup_increments(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """MongoDB update documents ($inc / $setOnInsert) per rollup key for these records."""
+    grouped: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    meta: dict[str, dict[str, Any]] = {}
+    for record in records:
+        ts: datetime = record["ts"]
+        is_error = record.get("kind") == "error"
+        label = "error" if is_error else record["label"]
+        key = rollup_key(ts, record.get("model_name"), record.get("model_version"), label)
+        inc = grouped[key]
+        if key not in meta:
+            meta[key] = {
+                "hour": ts.replace(minute=0, second=0, microsecond=0),
+                "model_name": record.get("model_name"),
+                "model_version": record.get("model_version"),
+                "label": None if is_error else label,
+            }
+        if is_error:
+            inc["errors"] += 1
+            continue
+        inc["count"] += 1
+        inc["confidence_sum"] += record["confidence"]
+        inc["latency_sum_ms"] += record["latency_ms"]
+        inc[f"confidence_hist.{confidence_bucket(record['confidence'])}"] += 1
+        inc[f"latency_hist.{latency_bucket(record['latency_ms'])}"] += 1
+    return {key: {"$inc": dict(inc), "$setOnInsert": meta[key]} for key, inc in grouped.items()}
+
+
+def percentile(histogram: list[float], q: float) -> float | None:
+    """The q-quantile (0-1) of a latency histogram, interpolated inside its bucket."""
+    total = sum(histogram)
+    if total == 0:
+        return None
+    target = q * total
+    cumulative = 0.0
+    for i, count in enumerate(histogram):
+        if count and cumulative + count >= target:
+            low = LATENCY_EDGES_MS[i - 1] if i > 0 else 0.0
+            high = LATENCY_EDGES_MS[i] if i < len(LATENCY_EDGES_MS) else LATENCY_EDGES_MS[-1] * 2
+            return round(low + (high - low) * (target - cumulative) / count, 3)
+        cumulative += count
+    return LATENCY_EDGES_MS[-1]
+
+
+def summarize(
+    rollups: Iterable[dict[str, Any]], feedback: dict[str, int] | None = None, low_confidence: float = 0.5
+) -> dict[str, Any]:
+    """Totals, per label / version / hour, mean confidence, latency percentiles, errors, feedback accuracy."""
+    total = errors = 0
+    confidence_sum = latency_sum = 0.0
+    per_label: dict[str, int] = defaultdict(int)
+    per_version: dict[str, int] = defaultdict(int)
+    per_hour: dict[str, int] = defaultdict(int)
+    latency_hist = [0.0] * (len(LATENCY_EDGES_MS) + 1)
+    confidence_hist = [0.0] * CONFIDENCE_BUCKETS
+    for doc in rollups:
+        errors += int(doc.get("errors", 0))
+        count = int(doc.get("count", 0))
+        if not count:
+            continue
+        total += count
+        confidence_sum += doc.get("confidence_sum", 0.0)
+        latency_sum += doc.get("latency_sum_ms", 0.0)
+        per_label[str(doc["label"])] += count
+        per_version[str(doc["model_version"])] += count
+        hour = doc["hour"]
+        per_hour[hour.strftime("%Y-%m-%dT%H:00Z") if isinstance(hour, datetime) else str(hour)] += count
+        for bucket, n in (doc.get("latency_hist") or {}).items():
+            latency_hist[int(bucket)] += n
+        for bucket, n in (doc.get("confidence_hist") or {}).items():
+            confidence_hist[int(bucket)] += n
+    requests = total + errors
+    feedback = feedback or {}
+    labelled, correct = feedback.get("count", 0), feedback.get("correct", 0)
+    return {
+        "total": total,
+        "errors": errors,
+        "error_rate": round(errors / requests, 6) if requests else 0.0,
+        "per_label": dict(sorted(per_label.items())),
+        "per_version": dict(sorted(per_version.items())),
+        "per_hour": dict(sorted(per_hour.items())),
+        "mean_confidence": round(confidence_sum / total, 6) if total else None,
+        "low_confidence_share": low_confidence_share([int(v) for v in confidence_hist], low_confidence),
+        "confidence_histogram": [int(v) for v in confidence_hist],
+        "latency_ms": {
+            "mean": round(latency_sum / total, 3) if total else None,
+            "p50": percentile(latency_hist, 0.50),
+            "p95": percentile(latency_hist, 0.95),
+            "p99": percentile(latency_hist, 0.99),
+        },
+        "feedback": {
+            "count": labelled,
+            "correct": correct,
+            "accuracy": round(correct / labelled, 6) if labelled else None,
+        },
+    }
+
+
+def low_confidence_share(confidence_histogram: list[int], threshold: float) -> float | None:
+    total = sum(confidence_histogram)
+    if not total:
+        return None
+    below = sum(n for i, n in enumerate(confidence_histogram) if (i + 1) / CONFIDENCE_BUCKETS <= threshold)
+    return round(below / total, 6)

@@ -1,0 +1,242 @@
+"""How each local service is started and health-checked; used by `make up` and by the test session."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    url: str
+    log: Path
+    healthy: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+    start_timeout: float = 90.0
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def http_ok(url: str, statuses: tuple[int, ...] = (200,), timeout: float = 2.0) -> bool:
+    try:
+        return requests.get(url, timeout=timeout).status_code in statuses
+    except requests.RequestException:
+        return False
+
+
+def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every service gets: the venv's bin first on PATH, the repo importable."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(extra or {})
+    return env
+
+
+def start(service: Service) -> subprocess.Popen[bytes]:
+    """Start `service` in its own process group, logging to its log file."""
+    service.log.parent.mkdir(parents=True, exist_ok=True)
+    with service.log.open("ab") as out:
+        return subprocess.Popen(
+            service.command,
+            cwd=service.cwd,
+            env=base_env(service.env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def wait_healthy(service: Service, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll the health check until it passes; fail early if the process exits."""
+    deadline = time.monotonic() + service.start_timeout
+    while time.monotonic() < deadline:
+        if service.healthy():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(
+                f"{service.name} exited with code {proc.returncode} while starting; see {service.log}\n"
+                + tail(service.log)
+            )
+        time.sleep(0.3)
+    raise ServiceError(f"{service.name} did not become healthy in {service.start_timeout:.0f}s; see {service.log}\n" + tail(service.log))
+
+
+def stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL what is left after `timeout`."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join("    " + line for line in path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- the four services ----------------------------------------------------------------------------
+
+
+def mongo(port: int, storage: str, log: Path) -> Service:
+    def healthy() -> bool:
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        if not port_open(port):
+            return False
+        client: MongoClient = MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=500)
+        try:
+            client.admin.command("ping")
+            return True
+        except PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    return Service(
+        name="mongodb",
+        command=[
+            str(BIN / "secantusd-py"),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--storage-path", storage,
+            "--standalone",
+            "--cache-size", "256M",
+            "--log-level", "WARNING",
+        ],
+        url=f"mongodb://127.0.0.1:{port}",
+        log=log,
+        healthy=healthy,
+        start_timeout=30,
+    )  # fmt: skip
+
+
+def mlflow(port: int, home: Path, log: Path, app_name: str | None = None, env: dict[str, str] | None = None) -> Service:
+    home.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(BIN / "mlflow"), "server",
+        "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination", str(home / "artifacts"),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+    ]  # fmt: skip
+    if app_name:
+        command += ["--app-name", app_name]
+    return Service(
+        name="mlflow",
+        command=command,
+        url=f"http://127.0.0.1:{port}",
+        log=log,
+        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
+        start_timeout=90,
+    )
+
+
+def airflow_env(home: Path, port: int, user: str, password: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Airflow's environment: our airflow.cfg merged into AIRFLOW_HOME, the project's DAGs and plugins."""
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "airflow.cfg"
+    merged = configparser.ConfigParser(interpolation=None)
+    merged.read(cfg)
+    ours = configparser.ConfigParser(interpolation=None)
+    ours.read(ROOT / "config" / "airflow.cfg")
+    for section in ours.sections():
+        if not merged.has_section(section):
+            merged.add_section(section)
+        for key, value in ours.items(section):
+            merged.set(section, key, value)
+    with cfg.open("w") as fh:
+        merged.write(fh)
+    passwords = home / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({user: password}))
+    passwords.chmod(0o600)
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW_CONFIG": str(cfg),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        **(extra or {}),
+    }
+
+
+def airflow(home: Path, port: int, log: Path, env: dict[str, str]) -> Service:
+    return Service(
+        name="airflow",
+        command=[str(BIN / "airflow"), "standalone"],
+        url=f"http://127.0.0.1:{port}",
+        log=log,
+        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/api/v2/monitor/health"),
+        env=env,
+        cwd=home,
+        start_timeout=180,
+    )
+
+
+def app(port: int, log: Path, env: dict[str, str] | None = None, workers: int = 2) -> Service:
+    return Service(
+        name="app",
+        command=[
+            str(BIN / "gunicorn"),
+            "--config", str(ROOT / "app" / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers),
+            "app:create_app()",
+        ],
+        url=f"http://127.0.0.1:{port}",
+        log=log,
+        # /health answers 503 until a champion is loaded; the process is up once it answers at all
+        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/health", statuses=(200, 503)),
+        env=env or {},
+        start_timeout=60,
+    )  # fmt: skip

@@ -1,0 +1,250 @@
+"""The local stack: `python -m ops.stack up|down|status|logs|ensure-champion`.
+
+Every process we start gets a PID file under var/run; `up` is safe to repeat (a healthy service is left
+alone, a dead one is restarted on its data), and `down` stops exactly what the PID files name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+from ops import services
+from ops.services import ROOT, Service, ServiceError
+from plugins.mlops_platform.settings import Settings
+
+VAR = ROOT / "var"
+RUN = VAR / "run"
+LOGS = VAR / "log"
+ORDER = ("mongodb", "mlflow", "airflow", "app")
+log = logging.getLogger("stack")
+
+
+def port_of(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
+def build(settings: Settings) -> dict[str, Service]:
+    """The four services, their ports taken from the URLs in settings (.env)."""
+    mongo_port = port_of(settings.mongo_uri, 27017)
+    mlflow_port = port_of(settings.mlflow_tracking_uri, 5001)
+    airflow_port = port_of(settings.airflow_url, 8080)
+    app_port = port_of(settings.app_url, 5000)
+    airflow_env = services.airflow_env(
+        VAR / "airflow",
+        airflow_port,
+        settings.airflow_admin_user,
+        settings.airflow_admin_password.get_secret_value(),
+    )
+    return {
+        "mongodb": services.mongo(mongo_port, str(VAR / "mongo"), LOGS / "mongodb.log"),
+        "mlflow": services.mlflow(mlflow_port, VAR / "mlflow", LOGS / "mlflow.log"),
+        "airflow": services.airflow(VAR / "airflow", airflow_port, LOGS / "airflow.log", airflow_env),
+        "app": services.app(app_port, LOGS / "app.log"),
+    }
+
+
+def pid_of(name: str) -> int | None:
+    path = RUN / f"{name}.pid"
+    if not path.exists():
+        return None
+    try:
+        pid = int(path.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (ValueError, ProcessLookupError, PermissionError):
+        path.unlink(missing_ok=True)
+        return None
+
+
+def up(settings: Settings) -> None:
+    RUN.mkdir(parents=True, exist_ok=True)
+    for name, service in build(settings).items():
+        pid = pid_of(name)
+        if pid is not None and service.healthy():
+            print(f"  {name:<8} already running (pid {pid})  {service.url}")
+            continue
+        if pid is not None:
+            print(f"  {name:<8} pid {pid} is not healthy yet, waiting ...")
+            services.wait_healthy(service)
+            print(f"  {name:<8} healthy (pid {pid})  {service.url}")
+            continue
+        port = port_of(service.url, 0)
+        if port and services.port_open(port):
+            raise ServiceError(
+                f"{name}: port {port} is in use by a process we did not start; stop it or change the port in .env"
+            )
+        if name == "airflow":
+            _airflow_migrate(service)
+        started = time.monotonic()
+        proc = services.start(service)
+        (RUN / f"{name}.pid").write_text(str(proc.pid))
+        try:
+            services.wait_healthy(service, proc)
+        except ServiceError:
+            services.stop_group(proc.pid)
+            (RUN / f"{name}.pid").unlink(missing_ok=True)
+            raise
+        print(f"  {name:<8} started in {time.monotonic() - started:4.1f}s (pid {proc.pid})  {service.url}   log: {service.log}")
+
+
+def _airflow_migrate(service: Service) -> None:
+    result = subprocess.run(
+        [str(services.BIN / "airflow"), "db", "migrate"],
+        env=services.base_env(service.env),
+        cwd=service.cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ServiceError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+
+
+def down() -> None:
+    for name in reversed(ORDER):
+        pid = pid_of(name)
+        if pid is None:
+            print(f"  {name:<8} not running")
+            continue
+        services.stop_group(pid)
+        (RUN / f"{name}.pid").unlink(missing_ok=True)
+        print(f"  {name:<8} stopped (pid {pid})")
+
+
+def status(settings: Settings) -> int:
+    bad = 0
+    for name, service in build(settings).items():
+        pid = pid_of(name)
+        healthy = pid is not None and service.healthy()
+        state = "healthy" if healthy else ("unhealthy" if pid else "stopped")
+        bad += not healthy
+        print(f"  {name:<8} {state:<9} {('pid ' + str(pid)) if pid else '':<10} {service.url}")
+    return 1 if bad else 0
+
+
+def ensure_champion(settings: Settings, timeout: float = 600) -> None:
+    """If the registry has no champion, run ml_pipeline through Airflow's REST API and wait for it."""
+    from model.registry import CHAMPION, connect
+    from plugins.mlops_platform.settings import registry_config
+
+    registry = connect(registry_config(settings))
+    champion = registry.by_alias(CHAMPION)
+    if champion is not None:
+        print(f"  champion: {settings.model_name} version {champion.version}")
+        return
+    print("  no champion yet: running ml_pipeline (ingest -> train -> validate) through Airflow")
+    api = AirflowApi(settings)
+    api.wait_for_dag("ml_pipeline", timeout=120)
+    run_id = api.trigger("ml_pipeline")
+    state = api.wait_for_run("ml_pipeline", run_id, timeout=timeout)
+    if state != "success":
+        raise ServiceError(f"ml_pipeline run {run_id} ended {state}; see the Airflow UI at {settings.airflow_url}")
+    champion = registry.by_alias(CHAMPION)
+    if champion is None:
+        raise ServiceError("ml_pipeline succeeded but no champion was promoted; see model_events in MongoDB")
+    print(f"  champion: {settings.model_name} version {champion.version}")
+    _wait_for_app_model(settings, champion.version)
+
+
+def _wait_for_app_model(settings: Settings, version: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            body = requests.get(f"{settings.app_url}/health", timeout=3).json()
+            if str(body.get("model", {}).get("version")) == version:
+                print(f"  app serves version {version}")
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(1)
+    raise ServiceError(f"the app did not load version {version} within {timeout:.0f}s; see {LOGS / 'app.log'}")
+
+
+class AirflowApi:
+    """The few Airflow 3 REST calls the stack needs, with a JWT from /auth/token."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.airflow_url.rstrip("/")
+        response = requests.post(
+            f"{self.base}/auth/token",
+            json={
+                "username": settings.airflow_admin_user,
+                "password": settings.airflow_admin_password.get_secret_value(),
+            },
+            timeout=10,
+        )
+        if response.status_code not in (200, 201):
+            raise ServiceError(f"Airflow login failed (HTTP {response.status_code}): check AIRFLOW_ADMIN_USER/PASSWORD")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def wait_for_dag(self, dag_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.session.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=10).status_code == 200:
+                return
+            time.sleep(2)
+        raise ServiceError(f"Airflow has not parsed DAG {dag_id} after {timeout:.0f}s; check `airflow dags list-import-errors`")
+
+    def trigger(self, dag_id: str, conf: dict[str, object] | None = None) -> str:
+        response = self.session.post(
+            f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}, timeout=10
+        )
+        if response.status_code not in (200, 201):
+            raise ServiceError(f"triggering {dag_id} failed (HTTP {response.status_code}): {response.text[:300]}")
+        return str(response.json()["dag_run_id"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        shown: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            run = self.session.get(f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=10).json()
+            tis = self.session.get(
+                f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", timeout=10
+            ).json()
+            for ti in tis.get("task_instances", []):
+                state = str(ti.get("state"))
+                if shown.get(ti["task_id"]) != state:
+                    shown[ti["task_id"]] = state
+                    print(f"    {dag_id}.{ti['task_id']}: {state}", flush=True)
+            if run.get("state") in ("success", "failed"):
+                return str(run["state"])
+            time.sleep(2)
+        raise ServiceError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.stack")
+    parser.add_argument("command", choices=["up", "down", "status", "ensure-champion"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        if args.command == "down":
+            down()
+            return 0
+        settings = Settings()
+        if args.command == "status":
+            return status(settings)
+        if args.command == "up":
+            up(settings)
+        ensure_champion(settings)
+        return 0
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the CLI's last line of defence: one clear line, non-zero exit
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
