@@ -39,7 +39,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except ImageTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"the image is too large to decode safely: {exc}") from exc
+        raise ImageTooLarge(f"the image has more than the {max_pixels:,} pixels allowed ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
         raise UnreadableImage("the data is not an image format Pillow can read (send PNG, JPEG, GIF, BMP or WebP)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -58,7 +58,7 @@ def image_to_features(image: Image.Image) -> np.ndarray:
     fitted = _fit_square(crop, _WORK_SIDE)
     block = _WORK_SIDE // SIDE
     counts = fitted.reshape(SIDE, block, SIDE, block).mean(axis=(1, 3)) * MAX_VALUE
-    return np.round(counts, 3).reshape(N_FEATURES)
+    return np.round(counts.astype(np.float64), 3).reshape(N_FEATURES)
 
 
 def features_to_image(features: np.ndarray, scale: int = 8) -> Image.Image:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import configparser
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -194,6 +196,20 @@ def airflow_env(home: Path, port: int, user: str, password: str, extra: dict[str
             merged.set(section, key, value)
     with cfg.open("w") as fh:
         merged.write(fh)
+    secrets_file = home / "secrets.json"
+    if not secrets_file.exists():
+        # Every Airflow component must share these, or the task API rejects the scheduler's tokens.
+        secrets_file.write_text(
+            json.dumps(
+                {
+                    "jwt_secret": secrets.token_urlsafe(32),
+                    "secret_key": secrets.token_urlsafe(32),
+                    "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+                }
+            )
+        )
+        secrets_file.chmod(0o600)
+    shared = json.loads(secrets_file.read_text())
     passwords = home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({user: password}))
     passwords.chmod(0o600)
@@ -205,6 +221,9 @@ def airflow_env(home: Path, port: int, user: str, password: str, extra: dict[str
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{user}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": shared["jwt_secret"],
+        "AIRFLOW__API__SECRET_KEY": shared["secret_key"],
+        "AIRFLOW__CORE__FERNET_KEY": shared["fernet_key"],
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         **(extra or {}),
     }

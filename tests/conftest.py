@@ -1,0 +1,131 @@
+"""Session fixtures: real throw-away servers (MongoDB-wire, MLflow), an Airflow home, a trained champion.
+
+Nothing here touches the `make up` stack or var/: every server listens on a free port and keeps its
+data in a temporary directory removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Before anything imports Airflow or reads settings: an isolated Airflow home and no developer .env.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="mlops-tests-"))
+os.environ["MLOPS_ENV_FILE"] = str(_SESSION_DIR / "no.env")
+from ops import services  # noqa: E402
+
+_AIRFLOW_HOME = _SESSION_DIR / "airflow"
+os.environ.update(services.airflow_env(_AIRFLOW_HOME, services.free_port(), "admin", "admin-test-password"))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+
+import pytest  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+
+from model.registry import RegistryConfig  # noqa: E402
+
+
+class Servers:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mongo = services.mongo(services.free_port(), ":memory:", root / "mongo.log")
+        self.mlflow = services.mlflow(services.free_port(), root / "mlflow", root / "mlflow.log")
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        self.procs["mongo"] = services.start(self.mongo)
+        self.procs["mlflow"] = services.start(self.mlflow)
+        services.wait_healthy(self.mongo, self.procs["mongo"])
+        services.wait_healthy(self.mlflow, self.procs["mlflow"])
+
+    def restart_mongo(self) -> None:
+        """Start the MongoDB-wire server again on the same port (its :memory: data is gone)."""
+        self.procs["mongo"] = services.start(self.mongo)
+        services.wait_healthy(self.mongo, self.procs["mongo"])
+
+    def stop_mongo(self) -> None:
+        services.stop_group(self.procs["mongo"].pid)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            services.stop_group(proc.pid)
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    root = _SESSION_DIR / "servers"
+    root.mkdir(exist_ok=True)
+    srv = Servers(root)
+    srv.start()
+    yield srv
+    srv.stop()
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """`airflow db migrate` once, into the session's throw-away AIRFLOW_HOME."""
+    log = _SESSION_DIR / "airflow-migrate.log"
+    with log.open("wb") as out:
+        code = subprocess.call([str(services.BIN / "airflow"), "db", "migrate"], env=services.base_env(), stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise RuntimeError("airflow db migrate failed:\n" + services.tail(log, 40))
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db: None):  # noqa: ANN201
+    from airflow.dag_processing.dagbag import DagBag
+
+    from plugins.mlops_platform.settings import ROOT
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="session")
+def mongo_client(servers: Servers) -> Iterator[MongoClient]:
+    client: MongoClient = MongoClient(servers.mongo.url, serverSelectionTimeoutMS=3000, tz_aware=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def db(mongo_client: MongoClient, request: pytest.FixtureRequest):  # noqa: ANN201
+    """A fresh database per test."""
+    name = "t_" + request.node.name.replace("[", "_").replace("]", "_").replace("-", "_")[:50]
+    mongo_client.drop_database(name)
+    return mongo_client[name]
+
+
+@pytest.fixture(scope="session")
+def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+def registry_config_for(servers: Servers, model_name: str) -> RegistryConfig:
+    return RegistryConfig(
+        tracking_uri=servers.mlflow.url, model_name=model_name, experiment_name=model_name, http_retries=0
+    )
+
+
+@pytest.fixture(scope="session")
+def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> dict[str, object]:
+    """A model `digits-app` with a promoted champion, trained once per session through model.lifecycle."""
+    from model import lifecycle
+    from model.params import load_params
+    from model.registry import connect
+    from plugins.mlops_platform.settings import ROOT
+
+    registry = connect(registry_config_for(servers, "digits-app"))
+    params = load_params(ROOT / "config" / "params.yaml")
+    db = mongo_client["session_lifecycle"]
+    snapshot = lifecycle.ingest(params, tmp_session / "data", db)
+    trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry)
+    decision = lifecycle.validate_and_promote(
+        params, Path(snapshot["path"]), trained["version"], registry, db, tmp_session / "validation"
+    )
+    assert decision["outcome"] == "promoted", decision
+    return {"model_name": "digits-app", "version": trained["version"], "snapshot": snapshot, "params": params}

@@ -1,0 +1,70 @@
+"""The lifecycle DAGs run with dag.test() against the session's real MongoDB-wire and MLflow servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+from plugins.mlops_platform.settings import ROOT
+from tests.conftest import registry_config_for
+
+MODEL = "digits-dags"
+
+
+@pytest.fixture
+def platform_env(servers, monkeypatch, tmp_path):
+    env = {
+        "MONGO_URI": servers.mongo.url,
+        "MONGO_DB": "dags_test",
+        "MLFLOW_TRACKING_URI": servers.mlflow.url,
+        "MODEL_NAME": MODEL,
+        "EXPERIMENT_NAME": MODEL,
+        "DATA_DIR": str(tmp_path / "data"),
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def run(dagbag, dag_id: str, conf: dict | None = None):
+    dag_run = dagbag.get_dag(dag_id).test(run_conf=conf or {})
+    return dag_run
+
+
+def test_asset_chain_promotes_then_rejects_a_worse_model(dagbag, platform_env, mongo_client, servers):
+    registry = Registry(registry_config_for(servers, MODEL))
+    db = mongo_client["dags_test"]
+    db.model_events.delete_many({})
+
+    ingest = run(dagbag, "ingest_data")
+    assert ingest.state == "success"
+    snapshots = list((ROOT / platform_env["DATA_DIR"] / "snapshots").glob("*/manifest.json"))
+    assert len(snapshots) == 1
+    snapshot = snapshots[0].parent
+
+    train = run(dagbag, "train_model", {"path": str(snapshot)})
+    assert train.state == "success"
+    challenger = registry.by_alias(CHALLENGER)
+    assert challenger is not None
+
+    validate = run(dagbag, "validate_model", {"version": challenger.version, "path": str(snapshot)})
+    assert validate.state == "success"
+    champion = registry.by_alias(CHAMPION)
+    assert champion is not None and champion.version == challenger.version
+    assert champion.tags["dataset_hash"] == snapshot.name
+    assert champion.tags["validation_outcome"] == "promoted"
+    assert float(champion.tags["validation_accuracy"]) >= 0.95
+    event = db.model_events.find_one({"version": champion.version})
+    assert event["outcome"] == "promoted" and event["dataset_hash"] == snapshot.name
+
+    # the same chain in one run, with an estimator that cannot pass the gate
+    worse = run(dagbag, "ml_pipeline", {"params": {"train": {"estimator": "dummy", "hyperparameters": {}}}})
+    assert worse.state == "success", "a rejection is a successful run that records the rejection"
+    rejected = registry.by_alias(CHALLENGER)
+    assert rejected.version != champion.version
+    assert registry.by_alias(CHAMPION).version == champion.version, "the champion stays"
+    assert registry.version(rejected.version).tags["validation_outcome"] == "rejected"
+    event = db.model_events.find_one({"version": rejected.version})
+    assert event["outcome"] == "rejected" and "below the floor" in event["reason"]
+    assert registry.by_alias(PREVIOUS) is None

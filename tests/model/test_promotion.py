@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from model.data import load_digits_dataset, split
+from model.evaluate import Metrics, behavioural_checks, evaluate, shift_images
+from model.params import PromotionParams, TrainParams
+from model.promotion import decide_promotion
+from model.train import build_pipeline, train
+
+GOOD = {"predicts_example": True, "robust_to_shift": True, "shift_accuracy_drop": 0.01}
+PARAMS = PromotionParams(min_accuracy=0.9, max_regression=0.01, max_shift_drop=0.2)
+
+
+def metrics(accuracy: float) -> Metrics:
+    return Metrics(accuracy=accuracy, macro_f1=accuracy, per_class_recall={}, confusion=[])
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "behaviour", "promote", "reason"),
+    [
+        (0.95, None, GOOD, True, "first champion"),
+        (0.95, 0.955, GOOD, True, "vs champion"),
+        (0.95, 0.97, GOOD, False, "loses more than"),
+        (0.85, None, GOOD, False, "below the floor"),
+        (0.99, 0.9, {**GOOD, "robust_to_shift": False}, False, "one-pixel shift"),
+        (0.99, 0.9, {**GOOD, "predicts_example": False}, False, "input example"),
+    ],
+)
+def test_gate(challenger, champion, behaviour, promote, reason):
+    decision = decide_promotion(metrics(challenger), metrics(champion) if champion else None, behaviour, PARAMS)
+    assert decision.promote is promote
+    assert reason in decision.reason
+
+
+def test_shift_moves_pixels_and_fills_background():
+    X = np.arange(64, dtype=float).reshape(1, 64)
+    right = shift_images(X, 1, 0).reshape(8, 8)
+    assert np.all(right[:, 0] == 0)
+    assert np.array_equal(right[:, 1:], X.reshape(8, 8)[:, :-1])
+
+
+def test_default_model_clears_the_gate_and_a_dummy_does_not():
+    data = load_digits_dataset()
+    tr, ho = split(data, 0.25, 42)
+    good = train(build_pipeline(TrainParams(estimator="mlp", hyperparameters={"hidden_layer_sizes": [64], "max_iter": 200}), 0), tr.X, tr.y, augment_shifts=True)
+    dummy = train(build_pipeline(TrainParams(estimator="dummy"), 0), tr.X, tr.y)
+    good_metrics = evaluate(good, ho.X, ho.y, list(range(10)))
+    gate = PromotionParams()
+    assert good_metrics.accuracy >= 0.95
+    good_checks = behavioural_checks(good, ho.X[:5], ho.X, ho.y, gate.max_shift_drop)
+    assert decide_promotion(good_metrics, None, good_checks, gate).promote
+    dummy_metrics = evaluate(dummy, ho.X, ho.y, list(range(10)))
+    dummy_checks = behavioural_checks(dummy, ho.X[:5], ho.X, ho.y, gate.max_shift_drop)
+    assert not decide_promotion(dummy_metrics, good_metrics, dummy_checks, gate).promote
+
+
+def test_train_does_not_mutate_its_inputs():
+    data = load_digits_dataset()
+    X, y = data.X[:300].copy(), data.y[:300].copy()
+    pipeline = build_pipeline(TrainParams(estimator="logistic_regression", hyperparameters={"max_iter": 200}), 0)
+    train(pipeline, X, y, augment_shifts=True)
+    assert np.array_equal(X, data.X[:300]) and np.array_equal(y, data.y[:300])
+    assert not hasattr(pipeline, "classes_"), "the template pipeline must stay unfitted"
