@@ -76,30 +76,35 @@ class ModelManager:
     def refresh(self) -> dict[str, Any]:
         """Look up the champion alias and load it if it is not the version being served."""
         with self._lock:
-            self.last_check = datetime.now(UTC).isoformat()
             try:
-                champion = self.registry.by_alias(CHAMPION)
-                self.mlflow_ok = True
-            except Exception as exc:  # MLflow down or misconfigured: keep serving what we have
-                self._fail(f"MLflow unavailable: {type(exc).__name__}: {str(exc)[:200]}")
-                self.mlflow_ok = False
-                return {"changed": False, "error": self.last_error}
-            if champion is None:
-                self.last_error = f"the registry has no '{CHAMPION}' alias on model {self.config.model_name}"
-                return {"changed": False, "error": self.last_error}
-            if self.current is not None and self.current.version == champion.version:
-                self.last_error = None
-                return {"changed": False, "version": champion.version}
-            try:
-                loaded = self._load_from_registry(champion.version)
-            except Exception as exc:  # a bad version must not take down the one being served
-                self._fail(f"could not load version {champion.version}: {type(exc).__name__}: {str(exc)[:300]}")
-                return {"changed": False, "error": self.last_error}
-            previous = self.current.version if self.current else None
-            self.current = loaded  # the swap: one reference assignment
+                return self._refresh()
+            finally:
+                self.last_check = datetime.now(UTC).isoformat()
+
+    def _refresh(self) -> dict[str, Any]:
+        try:
+            champion = self.registry.by_alias(CHAMPION)
+            self.mlflow_ok = True
+        except Exception as exc:  # MLflow down or misconfigured: keep serving what we have
+            self._fail(f"MLflow unavailable: {type(exc).__name__}: {str(exc)[:200]}")
+            self.mlflow_ok = False
+            return {"changed": False, "error": self.last_error}
+        if champion is None:
+            self.last_error = f"the registry has no '{CHAMPION}' alias on model {self.config.model_name}"
+            return {"changed": False, "error": self.last_error}
+        if self.current is not None and self.current.version == champion.version:
             self.last_error = None
-            log.info("serving %s version %s (was %s)", loaded.name, loaded.version, previous)
-            return {"changed": True, "version": loaded.version, "previous": previous}
+            return {"changed": False, "version": champion.version}
+        try:
+            loaded = self._load_from_registry(champion.version)
+        except Exception as exc:  # a bad version must not take down the one being served
+            self._fail(f"could not load version {champion.version}: {type(exc).__name__}: {str(exc)[:300]}")
+            return {"changed": False, "error": self.last_error}
+        previous = self.current.version if self.current else None
+        self.current = loaded  # the swap: one reference assignment
+        self.last_error = None
+        log.info("serving %s version %s (was %s)", loaded.name, loaded.version, previous)
+        return {"changed": True, "version": loaded.version, "previous": previous}
 
     def _fail(self, message: str) -> None:
         if message != self.last_error:

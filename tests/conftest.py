@@ -7,6 +7,7 @@ data in a temporary directory removed at the end.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -95,7 +96,7 @@ def mongo_client(servers: Servers) -> Iterator[MongoClient]:
 @pytest.fixture
 def db(mongo_client: MongoClient, request: pytest.FixtureRequest):  # noqa: ANN201
     """A fresh database per test."""
-    name = "t_" + request.node.name.replace("[", "_").replace("]", "_").replace("-", "_")[:50]
+    name = "t_" + re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:50]
     mongo_client.drop_database(name)
     return mongo_client[name]
 

@@ -1,0 +1,162 @@
+"""Routes through the Flask test client, with the session's real MongoDB-wire and MLflow servers."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from model.data import load_digits_dataset
+from tests.app.conftest import ADMIN_TOKEN, app_settings, b64, png_bytes, wait_for
+
+DIGITS = load_digits_dataset()
+
+
+def flush(app) -> None:
+    assert app.extensions["prediction_log"].flush(10), "the log writer did not drain its queue"
+
+
+def test_predict_instances_batch(client, app, db, champion):
+    rows = DIGITS.X[:20]
+    response = client.post("/predict", json={"instances": rows.tolist()}, headers={"X-Request-ID": "req-1"})
+    assert response.status_code == 200, response.json
+    body = response.json
+    assert body["model"] == {"name": champion["model_name"], "version": champion["version"], "labels": list(range(10))}
+    labels = [p["label"] for p in body["predictions"]]
+    assert np.mean(np.array(labels) == DIGITS.y[:20]) >= 0.9
+    first = body["predictions"][0]
+    assert abs(sum(first["probabilities"]) - 1) < 1e-3
+    assert first["confidence"] == max(first["probabilities"]) or abs(first["confidence"] - max(first["probabilities"])) < 1e-5
+    flush(app)
+    docs = list(db.predictions.find({"request_id": "req-1"}))
+    assert len(docs) == 20, "every row of a batch is its own record"
+    doc = db.predictions.find_one({"_id": first["id"]})
+    assert doc["model_version"] == champion["version"]
+    assert doc["features"] == rows[0].tolist(), "the record carries the 64 input features"
+    assert doc["source"] == "predict" and doc["label"] == first["label"] and len(doc["input_hash"]) > 0
+
+
+def test_predict_base64_and_multipart_image(client, app, db):
+    image = png_bytes(DIGITS.X[0])
+    by_json = client.post("/predict", json={"image": b64(image)})
+    by_file = client.post("/predict", data={"file": (io.BytesIO(image), "digit.png")}, content_type="multipart/form-data")
+    assert by_json.status_code == 200 and by_file.status_code == 200
+    assert by_json.json["predictions"][0]["label"] == by_file.json["predictions"][0]["label"] == DIGITS.y[0]
+    # data-URL prefix and line-wrapped base64 are accepted too
+    wrapped = "data:image/png;base64," + "\n".join(b64(image)[i : i + 60] for i in range(0, len(b64(image)), 60))
+    assert client.post("/predict", json={"image": wrapped}).status_code == 200
+
+
+def test_get_prediction_and_feedback(client, app, db):
+    pid = client.post("/predict", json={"instances": [DIGITS.X[5].tolist()]}).json["predictions"][0]["id"]
+    record = client.get(f"/predictions/{pid}")
+    assert record.status_code == 200
+    assert record.json["id"] == pid and record.json["prediction"] == record.json["label"]
+    truth = int(DIGITS.y[5])
+    feedback = client.post(f"/predictions/{pid}/feedback", json={"label": truth})
+    assert feedback.status_code == 200
+    assert feedback.json["correct"] is (record.json["label"] == truth)
+    flush(app)
+    stored = db.feedback.find_one({"_id": pid})
+    assert stored["label"] == truth and stored["features"] == DIGITS.X[5].tolist()
+
+
+def test_compat_inference_route(client, app):
+    response = client.post("/inference/image", json={"name": "three.png", "data": b64(png_bytes(DIGITS.X[3]))})
+    assert response.status_code == 200
+    uuid = response.json["uuid"]
+    flush(app)
+    app.extensions["prediction_log"]._recent.clear()  # force the read to come from MongoDB
+    stored = client.get(f"/predictions/{uuid}")
+    assert stored.status_code == 200
+    assert stored.json["prediction"] == DIGITS.y[3]
+    assert stored.json["name"] == "three.png" and stored.json["source"] == "inference/image"
+
+
+def test_statistics_match_what_was_sent(client, app):
+    sent = client.post("/predict", json={"instances": DIGITS.X[:30].tolist()}).json["predictions"]
+    client.post("/predict", json={"instances": [[1] * 63]})  # one failed request
+    pid = sent[0]["id"]
+    client.post(f"/predictions/{pid}/feedback", json={"label": sent[0]["label"]})
+    flush(app)
+    stats = client.get("/statistics?window=24h").json
+    expected = {}
+    for p in sent:
+        expected[str(p["label"])] = expected.get(str(p["label"]), 0) + 1
+    assert stats["total"] == 30
+    assert stats["per_label"] == dict(sorted(expected.items()))
+    assert stats["errors"] == 1
+    assert abs(stats["mean_confidence"] - np.mean([p["confidence"] for p in sent])) < 1e-4
+    assert stats["feedback"] == {"count": 1, "correct": 1, "accuracy": 1.0}
+    assert stats["latency_ms"]["p50"] is not None
+    assert client.get("/statistics?window=forever").status_code == 422
+
+
+def test_model_info(client, champion):
+    info = client.get("/model-info").json
+    assert info["name"] == champion["model_name"] and info["version"] == champion["version"]
+    assert "champion" in info["aliases"]
+    assert info["dataset_hash"] == champion["snapshot"]["hash"]
+    assert info["metrics"]["holdout_accuracy"] >= 0.95
+    assert info["signature"]["inputs"] and info["run_id"] and info["loaded_at"]
+
+
+def test_health_ready(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json["status"] == "ready" and response.json["mongodb"]["ok"] and response.json["mlflow"]["ok"]
+
+
+def test_health_without_a_champion(servers, db, tmp_path):
+    from app import create_app, shutdown
+
+    application = create_app(app_settings(servers, tmp_path, "no-such-model", db.name))
+    try:
+        client = application.test_client()
+        wait_for(lambda: application.extensions["models"].last_check is not None, message="a registry check")
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert "no 'champion' alias" in health.json["reason"]
+        predict = client.post("/predict", json={"instances": [DIGITS.X[0].tolist()]})
+        assert predict.status_code == 503 and predict.json["error"] == "no_model"
+    finally:
+        shutdown(application)
+
+
+def test_metrics_and_openapi(client):
+    client.post("/predict", json={"instances": [DIGITS.X[0].tolist()]})
+    metrics = client.get("/metrics").data.decode()
+    assert "mlops_predictions_total" in metrics and "mlops_log_queue_depth" in metrics
+    spec = client.get("/openapi.json").json
+    assert {"/predict", "/health", "/statistics", "/predictions/{prediction_id}"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_admin_reload_needs_the_token(client):
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"X-Admin-Token": "wrong"}).status_code == 401
+    ok = client.post("/admin/reload", headers={"X-Admin-Token": ADMIN_TOKEN})
+    assert ok.status_code == 200 and ok.json["changed"] is False
+
+
+def test_api_key_when_configured(servers, champion, db, tmp_path):
+    from app import create_app, shutdown
+
+    application = create_app(app_settings(servers, tmp_path, champion["model_name"], db.name, api_key="k-123456789012"))
+    try:
+        wait_for(lambda: application.extensions["models"].current is not None)
+        client = application.test_client()
+        payload = {"instances": [DIGITS.X[0].tolist()]}
+        assert client.post("/predict", json=payload).status_code == 401
+        assert client.post("/predict", json=payload, headers={"X-API-Key": "nope"}).status_code == 401
+        assert client.post("/predict", json=payload, headers={"X-API-Key": "k-123456789012"}).status_code == 200
+        assert client.get("/health").status_code == 200, "health stays open for probes"
+    finally:
+        shutdown(application)
+
+
+@pytest.mark.parametrize("page", ["/", "/stats"])
+def test_pages_render(client, page):
+    response = client.get(page)
+    assert response.status_code == 200 and b"<canvas" in response.data
