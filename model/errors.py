@@ -27,3 +27,7 @@ class BlankImage(ImageError):
 
 class RegistryError(ModelError):
     """The model registry is unreachable or lacks a capability the platform needs."""
+
+
+class NothingToRollBack(ModelError):
+    """No version carries the `previous` alias."""

@@ -14,7 +14,7 @@ import numpy as np
 from pymongo.database import Database
 
 from model import data as datasets
-from model.errors import DataValidationError
+from model.errors import DataValidationError, NothingToRollBack
 from model.evaluate import Metrics, behavioural_checks, evaluate
 from model.params import Params
 from model.promotion import decide_promotion
@@ -155,7 +155,7 @@ def rollback(registry: Registry, db: Database) -> dict[str, Any]:
     """Move `champion` back to `previous`; the demoted version becomes `previous`."""
     champion, previous = registry.by_alias(CHAMPION), registry.by_alias(PREVIOUS)
     if previous is None:
-        raise DataValidationError("nothing to roll back to: no version carries the alias 'previous'")
+        raise NothingToRollBack("nothing to roll back to: no version carries the alias 'previous'")
     registry.set_alias(CHAMPION, previous.version)
     if champion is not None:
         registry.set_alias(PREVIOUS, champion.version)

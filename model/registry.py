@@ -55,10 +55,11 @@ class Registry:
 
         self.config = config
         # MLflow's client reads credentials and HTTP behaviour only from the environment.
-        if config.username:
-            os.environ["MLFLOW_TRACKING_USERNAME"] = config.username
-        if config.password:
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = config.password
+        for var, value in (("MLFLOW_TRACKING_USERNAME", config.username), ("MLFLOW_TRACKING_PASSWORD", config.password)):
+            if value:
+                os.environ[var] = value
+            else:
+                os.environ.pop(var, None)
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.http_retries)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(config.http_timeout))
         mlflow.set_tracking_uri(config.tracking_uri)

@@ -1,0 +1,94 @@
+"""The registry adapter against real MLflow servers: plain, and basic-auth (standing in for DagsHub)."""
+
+from __future__ import annotations
+
+import pytest
+
+from model import lifecycle
+from model.errors import NothingToRollBack, RegistryError
+from model.registry import CHAMPION, PREVIOUS, Registry, RegistryConfig, connect
+from ops import services
+from plugins.mlops_platform.settings import Settings, registry_config
+from tests.conftest import registry_config_for
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-auth")
+    ini = root / "auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'auth.db'}\n"
+        "admin_username = admin\n"
+        "admin_password = s3cret-pass-0123\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    server = services.mlflow(
+        services.free_port(),
+        root,
+        root / "mlflow.log",
+        app_name="basic-auth",
+        env={"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key"},
+    )
+    proc = services.start(server)
+    services.wait_healthy(server, proc)
+    yield server
+    services.stop_group(proc.pid)
+
+
+def test_probe_authenticates_with_basic_auth(auth_server):
+    config = RegistryConfig(auth_server.url, "auth-model", "auth-exp", username="admin", password="s3cret-pass-0123")
+    registry = connect(config)
+    assert registry.probe() == {"reachable": True, "registry": True, "aliases": True}
+    assert registry.by_alias(CHAMPION) is None
+
+
+def test_wrong_password_is_reported_clearly(auth_server):
+    config = RegistryConfig(auth_server.url, "auth-model", "auth-exp", username="admin", password="wrong")
+    with pytest.raises(RegistryError, match="refused our credentials.*MLFLOW_TRACKING_PASSWORD"):
+        connect(config)
+
+
+def test_unreachable_server_is_reported_clearly():
+    config = RegistryConfig(f"http://127.0.0.1:{services.free_port()}", "m", "e", http_timeout=1)
+    with pytest.raises(RegistryError, match="unreachable"):
+        connect(config)
+
+
+def test_dagshub_settings_become_basic_auth_on_its_mlflow():
+    settings = Settings(
+        _env_file=None, dagshub_repo_owner="alice", dagshub_repo_name="digits", dagshub_token="tok-123",
+        mlflow_tracking_username=None,
+    )
+    config = registry_config(settings)
+    assert config.tracking_uri == "https://dagshub.com/alice/digits.mlflow"
+    assert (config.username, config.password) == ("alice", "tok-123")
+
+
+def test_production_refuses_placeholder_secrets():
+    with pytest.raises(ValueError, match="ADMIN_TOKEN"):
+        Settings(_env_file=None, environment="production", admin_token="change-me", airflow_admin_password="x" * 20)
+
+
+def test_rollback_moves_champion_back_and_is_recorded(servers, db, tmp_path, champion):
+    registry = Registry(registry_config_for(servers, "digits-rollback"))
+    params = champion["params"]
+    path = champion["snapshot"]["path"]
+    from pathlib import Path
+
+    with pytest.raises(NothingToRollBack):
+        lifecycle.rollback(registry, db)
+    first = lifecycle.train_and_register(params, Path(path), registry)
+    lifecycle.validate_and_promote(params, Path(path), first["version"], registry, db, tmp_path)
+    second = lifecycle.train_and_register(params, Path(path), registry)
+    decision = lifecycle.validate_and_promote(params, Path(path), second["version"], registry, db, tmp_path)
+    assert decision["outcome"] == "promoted", "same data, same seed: equal accuracy is within the tolerance"
+    assert registry.by_alias(PREVIOUS).version == first["version"]
+
+    result = lifecycle.rollback(registry, db)
+    assert result == {"champion": first["version"], "previous": second["version"], "reason": result["reason"]}
+    assert registry.by_alias(CHAMPION).version == first["version"]
+    assert registry.by_alias(PREVIOUS).version == second["version"]
+    assert db.model_events.find_one({"kind": "rollback"})["version"] == first["version"]
