@@ -5,7 +5,7 @@ let drawing = false, drawn = false, lastPrediction = null;
 
 function resetPad() {
   ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, pad.width, pad.height);
-  ctx.strokeStyle = '#000'; ctx.lineWidth = 18; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
+  ctx.strokeStyle = '#000'; ctx.lineWidth = 22; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
   drawn = false;
 }
 function point(e) {

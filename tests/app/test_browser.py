@@ -1,0 +1,84 @@
+"""A person's path: the page under gunicorn, in headless Debian chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from model.data import load_digits_dataset
+from ops import services
+from tests.app.conftest import png_bytes
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it with apt-get)"
+)
+
+
+@pytest.fixture(scope="module")
+def gunicorn_app(servers, champion, tmp_path_factory):
+    root = tmp_path_factory.mktemp("gunicorn")
+    port = services.free_port()
+    env = {
+        "MONGO_URI": servers.mongo.url,
+        "MONGO_DB": "browser",
+        "MLFLOW_TRACKING_URI": servers.mlflow.url,
+        "MODEL_NAME": champion["model_name"],
+        "MODEL_CACHE_DIR": str(root / "cache"),
+        "OUTBOX_DIR": str(root / "outbox"),
+    }
+    service = services.app(port, root / "app.log", env=env, workers=2)
+    proc = services.start(service)
+    services.wait_healthy(service, proc)
+    import requests
+
+    from tests.app.conftest import wait_for
+
+    wait_for(lambda: requests.get(f"{service.url}/health", timeout=2).status_code == 200, message="gunicorn ready")
+    yield service
+    services.stop_group(proc.pid)
+
+
+def test_upload_and_draw_in_the_browser(gunicorn_app, tmp_path, mongo_client):
+    from playwright.sync_api import sync_playwright
+
+    digits = load_digits_dataset()
+    image = tmp_path / "seven.png"
+    index = int((digits.y == 7).nonzero()[0][0])
+    image.write_bytes(png_bytes(digits.X[index], scale=16))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.goto(gunicorn_app.url + "/")
+            page.set_input_files("#file", str(image))
+            page.click("#upload-form button[type=submit]")
+            page.wait_for_selector("#predicted-label", timeout=15_000)
+            assert page.inner_text("#predicted-label") == "7"
+            assert page.inner_text("#model-version")
+            prediction_id = page.inner_text("#prediction-id")
+
+            # draw a "1": one vertical stroke
+            box = page.locator("#pad").bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 30)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] - 30, steps=12)
+            page.mouse.up()
+            page.click("#classify-drawing")
+            page.wait_for_function("document.querySelector('#prediction-id').innerText !== '%s'" % prediction_id)
+            drawn = page.inner_text("#predicted-label")
+            page.screenshot(path=str(tmp_path / "page.png"))
+        finally:
+            browser.close()
+    assert drawn == "1", f"a vertical stroke was read as {drawn}"
+    from tests.app.conftest import wait_for
+
+    wait_for(lambda: mongo_client["browser"].predictions.count_documents({"_id": prediction_id}) == 1,
+             message="the page's prediction in MongoDB")  # fmt: skip
