@@ -18,7 +18,14 @@ from model.errors import DataValidationError, NothingToRollBack
 from model.evaluate import Metrics, behavioural_checks, evaluate
 from model.params import Params
 from model.promotion import decide_promotion
-from model.registry import CHALLENGER, CHAMPION, PREVIOUS, PROFILE_ARTIFACT, Registry
+from model.registry import (
+    CHALLENGER,
+    CHAMPION,
+    EXAMPLE_PREDICTIONS_ARTIFACT,
+    PREVIOUS,
+    PROFILE_ARTIFACT,
+    Registry,
+)
 from model.snapshot import read_snapshot, write_snapshot
 from model.store import load_feedback, record_event
 from model.train import build_pipeline, train
@@ -92,6 +99,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry) 
             PROFILE_ARTIFACT: snap.profile,
             "snapshot_manifest.json": snap.manifest,
             "holdout_metrics.json": metrics.as_dict(),
+            EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},
         },
     )
     registry.tag_version(version.version, {"holdout_accuracy": metrics.accuracy})

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 PROFILE_ARTIFACT = "reference_profile.json"
+EXAMPLE_PREDICTIONS_ARTIFACT = "input_example_predictions.json"
+MONITORING_EXPERIMENT = "monitoring"
 
 
 @dataclass(frozen=True)
@@ -155,14 +157,28 @@ class Registry:
         )
         return Path(path)
 
-    def reference_profile(self, run_id: str) -> dict[str, Any]:
+    def run_json(self, run_id: str, artifact: str) -> dict[str, Any]:
+        """A JSON artifact of a run, e.g. the reference profile logged at training."""
         import mlflow.artifacts
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp
-            )
-            return json.loads(Path(path).read_text())
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
+            return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
+
+    def log_monitoring(self, key: str, metrics: dict[str, float], report: dict[str, Any]) -> str:
+        """One run per monitoring key (the DAG run's logical date): re-running it updates the same run."""
+        import mlflow
+
+        experiment = mlflow.set_experiment(MONITORING_EXPERIMENT)
+        existing = self.client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.monitor_key = '{key}'", max_results=1
+        )
+        run_id = existing[0].info.run_id if existing else None
+        with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"monitor-{key}") as run:
+            mlflow.set_tags({"monitor_key": key, "status": report["status"], "model_name": self.config.model_name})
+            mlflow.log_metrics(metrics)
+            mlflow.log_dict(report, "report.json")
+            return str(run.info.run_id)
 
     # -- writing ------------------------------------------------------------------------------
 

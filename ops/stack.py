@@ -19,6 +19,7 @@ import requests
 
 from ops import services
 from ops.services import ROOT, Service, ServiceError
+from plugins.mlops_platform.airflow_api import AirflowApi, AirflowApiError
 from plugins.mlops_platform.settings import Settings
 
 VAR = ROOT / "var"
@@ -142,10 +143,15 @@ def ensure_champion(settings: Settings, timeout: float = 600) -> None:
         print(f"  champion: {settings.model_name} version {champion.version}")
         return
     print("  no champion yet: running ml_pipeline (ingest -> train -> validate) through Airflow")
-    api = AirflowApi(settings)
-    api.wait_for_dag("ml_pipeline", timeout=120)
-    run_id = api.trigger("ml_pipeline")
-    state = api.wait_for_run("ml_pipeline", run_id, timeout=timeout)
+    try:
+        api = AirflowApi(settings)
+        api.wait_for_dag("ml_pipeline", timeout=120)
+        run_id = api.trigger("ml_pipeline")
+        state = api.wait_for_run(
+            "ml_pipeline", run_id, timeout=timeout, progress=lambda task, st: print(f"    ml_pipeline.{task}: {st}", flush=True)
+        )
+    except AirflowApiError as exc:
+        raise ServiceError(str(exc)) from exc
     if state != "success":
         raise ServiceError(f"ml_pipeline run {run_id} ended {state}; see the Airflow UI at {settings.airflow_url}")
     champion = registry.by_alias(CHAMPION)
@@ -167,59 +173,6 @@ def _wait_for_app_model(settings: Settings, version: str, timeout: float = 120) 
             pass
         time.sleep(1)
     raise ServiceError(f"the app did not load version {version} within {timeout:.0f}s; see {LOGS / 'app.log'}")
-
-
-class AirflowApi:
-    """The few Airflow 3 REST calls the stack needs, with a JWT from /auth/token."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.base = settings.airflow_url.rstrip("/")
-        response = requests.post(
-            f"{self.base}/auth/token",
-            json={
-                "username": settings.airflow_admin_user,
-                "password": settings.airflow_admin_password.get_secret_value(),
-            },
-            timeout=10,
-        )
-        if response.status_code not in (200, 201):
-            raise ServiceError(f"Airflow login failed (HTTP {response.status_code}): check AIRFLOW_ADMIN_USER/PASSWORD")
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
-
-    def wait_for_dag(self, dag_id: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.session.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=10).status_code == 200:
-                return
-            time.sleep(2)
-        raise ServiceError(f"Airflow has not parsed DAG {dag_id} after {timeout:.0f}s; check `airflow dags list-import-errors`")
-
-    def trigger(self, dag_id: str, conf: dict[str, object] | None = None) -> str:
-        response = self.session.post(
-            f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}, timeout=10
-        )
-        if response.status_code not in (200, 201):
-            raise ServiceError(f"triggering {dag_id} failed (HTTP {response.status_code}): {response.text[:300]}")
-        return str(response.json()["dag_run_id"])
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        shown: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            run = self.session.get(f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=10).json()
-            tis = self.session.get(
-                f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", timeout=10
-            ).json()
-            for ti in tis.get("task_instances", []):
-                state = str(ti.get("state"))
-                if shown.get(ti["task_id"]) != state:
-                    shown[ti["task_id"]] = state
-                    print(f"    {dag_id}.{ti['task_id']}: {state}", flush=True)
-            if run.get("state") in ("success", "failed"):
-                return str(run["state"])
-            time.sleep(2)
-        raise ServiceError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,33 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
     )
     assert decision["outcome"] == "promoted", decision
     return {"model_name": "digits-app", "version": trained["version"], "snapshot": snapshot, "params": params}
+
+
+SERVED_DB = "served"
+
+
+@pytest.fixture(scope="session")
+def served_app(servers: Servers, champion: dict[str, object], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The app under gunicorn (2 workers) on a free port, serving the session's champion."""
+    import requests
+
+    root = tmp_path_factory.mktemp("gunicorn")
+    env = {
+        "MONGO_URI": servers.mongo.url,
+        "MONGO_DB": SERVED_DB,
+        "MLFLOW_TRACKING_URI": servers.mlflow.url,
+        "MODEL_NAME": str(champion["model_name"]),
+        "MODEL_CACHE_DIR": str(root / "cache"),
+        "OUTBOX_DIR": str(root / "outbox"),
+        "LOG_FLUSH_SECONDS": "0.05",
+    }
+    service = services.app(services.free_port(), root / "app.log", env=env, workers=2)
+    proc = services.start(service)
+    services.wait_healthy(service, proc)
+    deadline = time.monotonic() + 60
+    while requests.get(f"{service.url}/health", timeout=2).status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("gunicorn never became ready:\n" + services.tail(service.log, 30))
+        time.sleep(0.2)
+    yield service
+    services.stop_group(proc.pid)

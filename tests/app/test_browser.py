@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from model.data import load_digits_dataset
-from ops import services
 from tests.app.conftest import png_bytes
+from tests.conftest import SERVED_DB
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
@@ -17,31 +17,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def gunicorn_app(servers, champion, tmp_path_factory):
-    root = tmp_path_factory.mktemp("gunicorn")
-    port = services.free_port()
-    env = {
-        "MONGO_URI": servers.mongo.url,
-        "MONGO_DB": "browser",
-        "MLFLOW_TRACKING_URI": servers.mlflow.url,
-        "MODEL_NAME": champion["model_name"],
-        "MODEL_CACHE_DIR": str(root / "cache"),
-        "OUTBOX_DIR": str(root / "outbox"),
-    }
-    service = services.app(port, root / "app.log", env=env, workers=2)
-    proc = services.start(service)
-    services.wait_healthy(service, proc)
-    import requests
-
-    from tests.app.conftest import wait_for
-
-    wait_for(lambda: requests.get(f"{service.url}/health", timeout=2).status_code == 200, message="gunicorn ready")
-    yield service
-    services.stop_group(proc.pid)
-
-
-def test_upload_and_draw_in_the_browser(gunicorn_app, tmp_path, mongo_client):
+def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
     from playwright.sync_api import sync_playwright
 
     digits = load_digits_dataset()
@@ -57,7 +33,7 @@ def test_upload_and_draw_in_the_browser(gunicorn_app, tmp_path, mongo_client):
         )  # fmt: skip
         try:
             page = browser.new_page()
-            page.goto(gunicorn_app.url + "/")
+            page.goto(served_app.url + "/")
             page.set_input_files("#file", str(image))
             page.click("#upload-form button[type=submit]")
             page.wait_for_selector("#predicted-label", timeout=15_000)
@@ -80,5 +56,5 @@ def test_upload_and_draw_in_the_browser(gunicorn_app, tmp_path, mongo_client):
     assert drawn == "1", f"a vertical stroke was read as {drawn}"
     from tests.app.conftest import wait_for
 
-    wait_for(lambda: mongo_client["browser"].predictions.count_documents({"_id": prediction_id}) == 1,
+    wait_for(lambda: mongo_client[SERVED_DB].predictions.count_documents({"_id": prediction_id}) == 1,
              message="the page's prediction in MongoDB")  # fmt: skip

@@ -9,6 +9,10 @@ EXPECTED = {
     "train_model": {"train": set()},
     "validate_model": {"validate": set()},
     "ml_pipeline": {"ingest": set(), "train": {"ingest"}, "validate": {"train"}},
+    "monitor_platform": {
+        "mlflow": set(), "champion": set(), "app": set(), "statistics": set(), "drift": set(),
+        "report": {"mlflow", "champion", "app", "statistics", "drift"}, "decide": {"report"},
+    },
 }
 
 

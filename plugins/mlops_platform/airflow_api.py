@@ -1,0 +1,70 @@
+"""The few Airflow 3 REST calls the platform makes: log in, wait for a DAG, trigger a run, follow it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import requests
+
+from plugins.mlops_platform.settings import Settings
+
+
+class AirflowApiError(RuntimeError):
+    pass
+
+
+class AirflowApi:
+    """The few Airflow 3 REST calls the stack needs, with a JWT from /auth/token."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.airflow_url.rstrip("/")
+        response = requests.post(
+            f"{self.base}/auth/token",
+            json={
+                "username": settings.airflow_admin_user,
+                "password": settings.airflow_admin_password.get_secret_value(),
+            },
+            timeout=10,
+        )
+        if response.status_code not in (200, 201):
+            raise AirflowApiError(f"Airflow login failed (HTTP {response.status_code}): check AIRFLOW_ADMIN_USER/PASSWORD")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def wait_for_dag(self, dag_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.session.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=10).status_code == 200:
+                return
+            time.sleep(2)
+        raise AirflowApiError(f"Airflow has not parsed DAG {dag_id} after {timeout:.0f}s; check `airflow dags list-import-errors`")
+
+    def trigger(self, dag_id: str, conf: dict[str, object] | None = None) -> str:
+        response = self.session.post(
+            f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}, timeout=10
+        )
+        if response.status_code not in (200, 201):
+            raise AirflowApiError(f"triggering {dag_id} failed (HTTP {response.status_code}): {response.text[:300]}")
+        return str(response.json()["dag_run_id"])
+
+    def wait_for_run(
+        self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str, str], None] | None = None
+    ) -> str:
+        deadline = time.monotonic() + timeout
+        shown: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            run = self.session.get(f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=10).json()
+            tis = self.session.get(
+                f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", timeout=10
+            ).json()
+            for ti in tis.get("task_instances", []):
+                state = str(ti.get("state"))
+                if shown.get(ti["task_id"]) != state:
+                    shown[ti["task_id"]] = state
+                    if progress is not None:
+                        progress(ti["task_id"], state)
+            if run.get("state") in ("success", "failed"):
+                return str(run["state"])
+            time.sleep(2)
+        raise AirflowApiError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")

@@ -1,0 +1,226 @@
+"""Task bodies of the monitor_platform DAG. Each check returns {status, message, ...}; a breach raises."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import requests
+
+from model import monitoring
+from model.params import load_params
+from model.registry import CHAMPION, EXAMPLE_PREDICTIONS_ARTIFACT, PROFILE_ARTIFACT
+from model.store import MONITORING_REPORTS, PREDICTIONS, window_statistics
+from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
+from plugins.mlops_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+WINDOW = timedelta(hours=24)
+MAX_DRIFT_ROWS = 20_000
+CHECKS = ("mlflow", "champion", "app", "statistics", "drift")
+_STATUS_VALUE = {monitoring.OK: 0, monitoring.SKIPPED: 0, monitoring.WARN: 1, monitoring.ALERT: 2, "failed": 3}
+
+
+class CheckFailed(Exception):
+    """A check ran and found a breach (not a transient error): the task fails without retrying."""
+
+
+def check_mlflow(settings: Settings) -> dict[str, Any]:
+    registry = PlatformRegistryHook(settings).get_conn()  # probes reachability, auth, registry, aliases
+    return {"status": monitoring.OK, "message": f"MLflow at {registry.config.tracking_uri} answers with a registry"}
+
+
+def check_champion(settings: Settings) -> dict[str, Any]:
+    """The champion loads, reproduces its logged predictions, and is the version the app serves."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    registry = PlatformRegistryHook(settings).get_conn()
+    champion = registry.by_alias(CHAMPION)
+    if champion is None:
+        raise CheckFailed(f"no version of {settings.model_name} carries the alias '{CHAMPION}'")
+    path = registry.download_version(champion.version, settings.model_cache_dir / "monitor" / f"v{champion.version}")
+    pipeline = mlflow.sklearn.load_model(str(path))
+    example = np.asarray(Model.load(str(path)).load_input_example(str(path)), dtype=np.float64)
+    expected = registry.run_json(champion.run_id, EXAMPLE_PREDICTIONS_ARTIFACT)["labels"]
+    got = pipeline.predict(example).tolist()
+    if got != expected:
+        raise CheckFailed(f"champion v{champion.version} predicts {got} on its input example, logged {expected}")
+    app_version = None
+    try:
+        response = requests.get(f"{settings.app_url}/model-info", timeout=5)
+        if response.status_code == 200:
+            app_version = str(response.json()["version"])
+    except requests.RequestException as exc:
+        log.warning("app unreachable for the version comparison (the app check reports it): %s", exc)
+    if app_version is not None and app_version != champion.version:
+        raise CheckFailed(
+            f"champion mismatch: the registry's champion is v{champion.version} but the app serves v{app_version} "
+            "(the app has not picked up the promotion)"
+        )
+    return {
+        "status": monitoring.OK,
+        "message": f"champion v{champion.version} loads and reproduces its input example; app serves v{app_version}",
+        "version": champion.version,
+        "run_id": champion.run_id,
+        "app_version": app_version,
+    }
+
+
+def check_app(settings: Settings, attempts: int = 3) -> dict[str, Any]:
+    last = ""
+    for attempt in range(attempts):
+        try:
+            health = requests.get(f"{settings.app_url}/health", timeout=5)
+            stats = requests.get(f"{settings.app_url}/statistics", params={"window": "24h"}, timeout=10)
+            if health.status_code == 200 and stats.status_code == 200:
+                return {
+                    "status": monitoring.OK,
+                    "message": f"app at {settings.app_url} is ready and answers /statistics",
+                    "health": health.json(),
+                }
+            last = f"/health {health.status_code} ({health.json().get('reason', '')}), /statistics {stats.status_code}"
+        except requests.RequestException as exc:
+            last = f"the app at {settings.app_url} is unreachable: {type(exc).__name__}"
+        if attempt < attempts - 1:
+            time.sleep(2)
+    raise CheckFailed(last)
+
+
+def collect_statistics(settings: Settings) -> dict[str, Any]:
+    params = load_params(settings.params_path).monitoring
+    with PlatformMongoHook(settings) as mongo:
+        stats = window_statistics(mongo.get_conn(), datetime.now(UTC) - WINDOW, params.low_confidence)
+    check = monitoring.statistics_check(stats, params)
+    return {**check, "statistics": stats}
+
+
+def check_drift(settings: Settings) -> dict[str, Any]:
+    params = load_params(settings.params_path).monitoring
+    registry = PlatformRegistryHook(settings).get_conn()
+    champion = registry.by_alias(CHAMPION)
+    if champion is None:
+        raise CheckFailed("no champion, so no reference profile to compare with")
+    profile = registry.run_json(champion.run_id, PROFILE_ARTIFACT)
+    since = datetime.now(UTC) - WINDOW
+    with PlatformMongoHook(settings) as mongo:
+        cursor = (
+            mongo.get_conn()[PREDICTIONS]
+            .find({"ts": {"$gte": since}, "kind": "prediction"}, {"features": 1, "label": 1, "confidence": 1, "_id": 0})
+            .sort("ts", -1)
+            .limit(MAX_DRIFT_ROWS)
+        )
+        rows = [doc for doc in cursor if doc.get("features") and len(doc["features"]) == len(profile["feature_histograms"])]
+    X = np.asarray([r["features"] for r in rows], dtype=np.float64).reshape(-1, len(profile["feature_histograms"]))
+    result = monitoring.drift_check(profile, X, [r["label"] for r in rows], [r["confidence"] for r in rows], params)
+    return {**result, "champion_version": champion.version}
+
+
+def report(settings: Settings, results: dict[str, dict[str, Any] | None], key: str, run_id: str) -> dict[str, Any]:
+    """Log every check to MLflow (one run per key) and store the report in MongoDB."""
+    checks: dict[str, dict[str, Any]] = {}
+    for name in CHECKS:
+        result = results.get(name)
+        checks[name] = result or {"status": "failed", "message": f"the {name} check did not complete: see its task log"}
+    statuses = {c["status"] for c in checks.values()}
+    status = "alert" if statuses & {"alert", "failed"} else monitoring.overall(checks)
+    breaches = [f"{name}: {c['message']}" for name, c in checks.items() if c["status"] in ("alert", "failed")]
+    warnings = [f"{name}: {c['message']}" for name, c in checks.items() if c["status"] == monitoring.WARN]
+    doc = {
+        "_id": key,
+        "key": key,
+        "airflow_run_id": run_id,
+        "created_at": datetime.now(UTC),
+        "status": status,
+        "breaches": breaches,
+        "warnings": warnings,
+        "checks": {name: {"status": c["status"], "message": c["message"]} for name, c in checks.items()},
+        "statistics": (checks["statistics"].get("statistics") if results.get("statistics") else None),
+        "drift": {k: v for k, v in checks["drift"].items() if k not in ("status", "message")},
+    }
+    metrics = {f"check_{name}": float(_STATUS_VALUE[c["status"]]) for name, c in checks.items()}
+    stats = doc["statistics"] or {}
+    if stats:
+        metrics.update(
+            {
+                "predictions_24h": float(stats["total"]),
+                "error_rate": float(stats["error_rate"]),
+                **({"latency_p95_ms": float(stats["latency_ms"]["p95"])} if stats["latency_ms"]["p95"] is not None else {}),
+                **({"mean_confidence": float(stats["mean_confidence"])} if stats["mean_confidence"] is not None else {}),
+                **({"feedback_accuracy": float(stats["feedback"]["accuracy"])} if stats["feedback"]["accuracy"] is not None else {}),
+            }
+        )
+    drift = doc["drift"]
+    if drift.get("psi"):
+        metrics.update({f"psi_feature_{j:02d}": v for j, v in enumerate(drift["psi"])})
+        metrics.update(
+            {
+                "psi_max": drift["max_psi"],
+                "label_chi2_pvalue": drift["label_chi2_pvalue"],
+                "low_confidence_share": drift["low_confidence_share"],
+            }
+        )
+    registry = PlatformRegistryHook(settings).get_conn()
+    serializable = {k: v for k, v in doc.items() if k != "created_at"} | {"created_at": doc["created_at"].isoformat()}
+    doc["run_id"] = registry.log_monitoring(key, metrics, serializable)
+    with PlatformMongoHook(settings) as mongo:
+        mongo.get_conn()[MONITORING_REPORTS].replace_one({"_id": key}, doc, upsert=True)
+    return {"status": status, "breaches": breaches, "warnings": warnings, "mlflow_run_id": doc["run_id"]}
+
+
+def retrain(settings: Settings) -> str:
+    """Trigger ingest_data through Airflow's REST API, so feedback goes through training and the gate."""
+    from plugins.mlops_platform.airflow_api import AirflowApi
+
+    return AirflowApi(settings).trigger("ingest_data", {"reason": "monitor_platform alert"})
+
+
+def run_check(name: str, check: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:
+    """Run a check inside a task: push its result (even a failure) for the report, raise on a breach."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    ti = get_current_context()["ti"]
+    try:
+        result = check(Settings())
+    except CheckFailed as exc:
+        ti.xcom_push(key="check", value={"status": monitoring.ALERT, "message": str(exc)})
+        raise AirflowFailException(f"{name}: {exc}") from exc
+    except Exception as exc:
+        ti.xcom_push(key="check", value={"status": "failed", "message": f"{type(exc).__name__}: {exc}"})
+        raise
+    ti.xcom_push(key="check", value=result)
+    if result["status"] == monitoring.ALERT:
+        raise AirflowFailException(f"{name}: {result['message']}")
+    return {"status": result["status"], "message": result["message"]}
+
+
+def report_from_context() -> dict[str, Any]:
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    ti, dag_run = context["ti"], context["dag_run"]
+    results = {name: ti.xcom_pull(task_ids=name, key="check") for name in CHECKS}
+    key = dag_run.logical_date.isoformat() if dag_run.logical_date else dag_run.run_id
+    return report(Settings(), results, key, dag_run.run_id)
+
+
+def decide(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """Fail naming every breached check; on alert, optionally trigger retraining first."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if summary is None:
+        raise AirflowFailException("the report task failed, so the platform's state is unknown: see its log")
+    if summary["status"] != monitoring.ALERT:
+        for warning in summary["warnings"]:
+            log.warning("monitoring warning: %s", warning)
+        return summary
+    settings = Settings()
+    note = ""
+    if settings.retrain_on_alert:
+        note = f" (retraining triggered: ingest_data run {retrain(settings)})"
+    raise AirflowFailException("platform checks breached: " + " | ".join(summary["breaches"]) + note)
