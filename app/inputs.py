@@ -92,11 +92,15 @@ def from_instances(instances: Any, max_rows: int) -> Inputs:
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("instances must be a non-empty list of rows", field="instances")
     if len(instances) > max_rows:
-        raise InvalidInput(f"instances has {len(instances):,} rows; at most {max_rows:,} per request", field="instances")
+        raise InvalidInput(
+            f"instances has {len(instances):,} rows; at most {max_rows:,} per request", field="instances"
+        )
     for i, row in enumerate(instances):
         if not isinstance(row, list) or len(row) != N_FEATURES:
             got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise InvalidInput(f"instances[{i}] must be a list of {N_FEATURES} numbers, got {got}", field=f"instances[{i}]")
+            raise InvalidInput(
+                f"instances[{i}] must be a list of {N_FEATURES} numbers, got {got}", field=f"instances[{i}]"
+            )
     try:
         X = np.array(instances)  # no dtype: strings, nulls and booleans show up as a non-numeric kind
     except ValueError:

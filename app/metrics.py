@@ -8,9 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mlops_http_requests", "HTTP requests", ["route", "status"], registry=self.registry
-        )
+        self.requests = Counter("mlops_http_requests", "HTTP requests", ["route", "status"], registry=self.registry)
         self.latency = Histogram(
             "mlops_request_latency_seconds",
             "Prediction request latency",
@@ -22,7 +20,9 @@ class Metrics:
             "mlops_predictions", "Predictions served", ["label", "model_version"], registry=self.registry
         )
         self.queue_depth = Gauge("mlops_log_queue_depth", "Records waiting for the log writer", registry=self.registry)
-        self.outbox_bytes = Gauge("mlops_log_outbox_bytes", "Bytes waiting in the durable outbox", registry=self.registry)
+        self.outbox_bytes = Gauge(
+            "mlops_log_outbox_bytes", "Bytes waiting in the durable outbox", registry=self.registry
+        )
         self.model_version = Gauge("mlops_model_version", "Version being served", ["model"], registry=self.registry)
 
     def render(self) -> bytes:

@@ -147,7 +147,9 @@ class ModelManager:
             return
         try:
             info = json.loads(pointer.read_text())
-            self.current = _load_local(Path(info["path"]), info["name"], str(info["version"]), {**info, "from_cache": True})
+            self.current = _load_local(
+                Path(info["path"]), info["name"], str(info["version"]), {**info, "from_cache": True}
+            )
             log.info("serving cached %s version %s until the registry answers", info["name"], info["version"])
         except Exception as exc:  # a corrupt cache is not fatal: the registry may still answer
             self._fail(f"the cached champion could not be loaded: {type(exc).__name__}: {exc}")
@@ -161,10 +163,10 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
     started = time.perf_counter()
     pipeline = mlflow.sklearn.load_model(str(path))
     meta = Model.load(str(path))
-    example = meta.load_input_example(str(path))
-    if example is None:
+    raw_example = meta.load_input_example(str(path))
+    if raw_example is None:
         raise ValueError(f"version {version} has no input example to smoke-test")
-    example = np.asarray(example, dtype=np.float64)
+    example = np.asarray(raw_example, dtype=np.float64)
     proba = pipeline.predict_proba(example)
     if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError(f"version {version} failed its smoke test on the input example")

@@ -17,7 +17,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _ERROR,
     "PredictRequest": {
         "oneOf": [
-            {"type": "object", "required": ["instances"], "properties": {"instances": {"type": "array", "items": _ROW, "minItems": 1}}},
+            {
+                "type": "object",
+                "required": ["instances"],
+                "properties": {"instances": {"type": "array", "items": _ROW, "minItems": 1}},
+            },
             {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "format": "byte"}}},
         ]
     },
@@ -73,7 +77,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "FeedbackRequest": {"type": "object", "required": ["label"], "properties": {"label": {"type": "integer"}}},
     "FeedbackResponse": {
         "type": "object",
-        "properties": {"prediction_id": {"type": "string"}, "label": {"type": "integer"}, "correct": {"type": "boolean"}},
+        "properties": {
+            "prediction_id": {"type": "string"},
+            "label": {"type": "integer"},
+            "correct": {"type": "boolean"},
+        },
     },
     "Health": {
         "type": "object",
@@ -117,14 +125,19 @@ def openapi_document(app: Flask) -> dict[str, Any]:
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             operation: dict[str, Any] = {"summary": spec["summary"], "operationId": f"{rule.endpoint}_{method.lower()}"}
             params = [
-                {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}} for arg in sorted(rule.arguments)
+                {"name": arg, "in": "path", "required": True, "schema": {"type": "string"}}
+                for arg in sorted(rule.arguments)
             ]
             if rule.endpoint == "api.statistics":
-                params.append({"name": "window", "in": "query", "schema": {"type": "string", "pattern": r"^\d{1,4}[mhd]$"}})
+                params.append(
+                    {"name": "window", "in": "query", "schema": {"type": "string", "pattern": r"^\d{1,4}[mhd]$"}}
+                )
             if params:
                 operation["parameters"] = params
             if spec["request"]:
-                content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{spec['request']}"}}}
+                content: dict[str, Any] = {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{spec['request']}"}}
+                }
                 if rule.endpoint == "api.predict":
                     content["multipart/form-data"] = {
                         "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}

@@ -154,7 +154,9 @@ class PredictionLog:
             self.outbox.append(overflow)
             self.stats.outboxed += len(overflow)
 
-    def record_error(self, route: str, status: int, code: str, request_id: str | None, model: dict[str, Any] | None = None) -> None:
+    def record_error(
+        self, route: str, status: int, code: str, request_id: str | None, model: dict[str, Any] | None = None
+    ) -> None:
         self.submit(
             [
                 {

@@ -80,9 +80,7 @@ def merge(base: Dataset, extra: Dataset) -> Dataset:
     )
 
 
-def validate_dataset(
-    data: Dataset, labels: list[int], min_per_class: int, max_imbalance: float
-) -> dict[str, object]:
+def validate_dataset(data: Dataset, labels: list[int], min_per_class: int, max_imbalance: float) -> dict[str, object]:
     """Check shape, values, labels, duplicates and balance; raise naming the first bad row."""
     X, y = data.X, data.y
     if X.ndim != 2 or X.shape[1] != N_FEATURES:
@@ -105,8 +103,7 @@ def validate_dataset(
     missing = [label for label in labels if counts.get(label, 0) < min_per_class]
     if missing:
         raise DataValidationError(
-            f"classes {missing} have fewer than {min_per_class} samples "
-            f"(counts: {dict(sorted(counts.items()))})"
+            f"classes {missing} have fewer than {min_per_class} samples (counts: {dict(sorted(counts.items()))})"
         )
     imbalance = max(counts.values()) / min(counts.values())
     if imbalance > max_imbalance:
@@ -137,9 +134,7 @@ def content_hash(data: Dataset) -> str:
 def split(data: Dataset, holdout_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Stratified train/holdout split, fixed by seed."""
     idx = np.arange(len(data))
-    train_idx, hold_idx = train_test_split(
-        idx, test_size=holdout_fraction, random_state=seed, stratify=data.y
-    )
+    train_idx, hold_idx = train_test_split(idx, test_size=holdout_fraction, random_state=seed, stratify=data.y)
     return _take(data, np.sort(train_idx)), _take(data, np.sort(hold_idx))
 
 

@@ -33,9 +33,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted"
-                )
+                raise ImageTooLarge(f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted")
             image.seek(0)  # first frame of an animation
             image.load()
     except ImageTooLarge:
@@ -43,7 +41,9 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"the image has more than the {max_pixels:,} pixels allowed ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
-        raise UnreadableImage("the data is not an image format Pillow can read (send PNG, JPEG, GIF, BMP or WebP)") from exc
+        raise UnreadableImage(
+            "the data is not an image format Pillow can read (send PNG, JPEG, GIF, BMP or WebP)"
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableImage(f"the image is corrupt or truncated: {exc}") from exc
     return image

@@ -13,12 +13,12 @@ class DataParams(BaseModel):
     source: Literal["digits", "image_folder"] = "digits"
     image_folder: Path | None = None
     labels: list[int] = Field(default_factory=lambda: list(range(10)))
-    holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     seed: int = 42
     min_samples_per_class: int = 5
     max_class_imbalance: float = 10.0
     include_feedback: bool = True
-    profile_bins: int = Field(10, ge=2, le=100)
+    profile_bins: int = Field(default=10, ge=2, le=100)
 
 
 class TrainParams(BaseModel):
@@ -47,10 +47,10 @@ class MonitoringParams(BaseModel):
 
 class Params(BaseModel):
     task: Literal["image"] = "image"
-    data: DataParams = Field(default_factory=DataParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    promotion: PromotionParams = Field(default_factory=PromotionParams)
-    monitoring: MonitoringParams = Field(default_factory=MonitoringParams)
+    data: DataParams = Field(default_factory=lambda: DataParams())
+    train: TrainParams = Field(default_factory=lambda: TrainParams())
+    promotion: PromotionParams = Field(default_factory=lambda: PromotionParams())
+    monitoring: MonitoringParams = Field(default_factory=lambda: MonitoringParams())
 
 
 def load_params(path: Path, **overrides: Any) -> Params:

@@ -33,8 +33,7 @@ def decide_promotion(
         failures.append("it cannot predict its own input example")
     if not behaviour.get("robust_to_shift"):
         failures.append(
-            f"a one-pixel shift costs {behaviour.get('shift_accuracy_drop')} accuracy "
-            f"(allowed {params.max_shift_drop})"
+            f"a one-pixel shift costs {behaviour.get('shift_accuracy_drop')} accuracy (allowed {params.max_shift_drop})"
         )
     if failures:
         return Decision(False, "rejected: " + "; ".join(failures))

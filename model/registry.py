@@ -57,7 +57,10 @@ class Registry:
 
         self.config = config
         # MLflow's client reads credentials and HTTP behaviour only from the environment.
-        for var, value in (("MLFLOW_TRACKING_USERNAME", config.username), ("MLFLOW_TRACKING_PASSWORD", config.password)):
+        for var, value in (
+            ("MLFLOW_TRACKING_USERNAME", config.username),
+            ("MLFLOW_TRACKING_PASSWORD", config.password),
+        ):
             if value:
                 os.environ[var] = value
             else:
@@ -74,7 +77,7 @@ class Registry:
         base = self.config.tracking_uri.rstrip("/")
         if not base.startswith(("http://", "https://")):
             return {"reachable": True, "registry": True, "aliases": True}
-        auth = (self.config.username, self.config.password) if self.config.username else None
+        auth = (self.config.username, self.config.password or "") if self.config.username else None
 
         def get(path: str, **params: Any) -> requests.Response:
             try:
@@ -205,7 +208,7 @@ class Registry:
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
             mlflow.log_metrics(metrics)
             mlflow.set_tags({"dataset_hash": dataset["hash"], "dataset_source": dataset["source"]})
-            ds = mlflow.data.from_numpy(
+            ds = mlflow.data.from_numpy(  # type: ignore[attr-defined]
                 X_train, targets=y_train, source=dataset["path"], name=f"snapshot-{dataset['hash'][:12]}"
             )
             mlflow.log_input(ds, context="training", tags={"content_hash": dataset["hash"]})

@@ -93,7 +93,10 @@ def wait_healthy(service: Service, proc: subprocess.Popen[bytes] | None = None) 
                 + tail(service.log)
             )
         time.sleep(0.3)
-    raise ServiceError(f"{service.name} did not become healthy in {service.start_timeout:.0f}s; see {service.log}\n" + tail(service.log))
+    raise ServiceError(
+        f"{service.name} did not become healthy in {service.start_timeout:.0f}s; see {service.log}\n"
+        + tail(service.log)
+    )
 
 
 def stop_group(pid: int, timeout: float = 20.0) -> None:

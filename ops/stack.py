@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
@@ -94,7 +93,10 @@ def up(settings: Settings) -> None:
             services.stop_group(proc.pid)
             (RUN / f"{name}.pid").unlink(missing_ok=True)
             raise
-        print(f"  {name:<8} started in {time.monotonic() - started:4.1f}s (pid {proc.pid})  {service.url}   log: {service.log}")
+        print(
+            f"  {name:<8} started in {time.monotonic() - started:4.1f}s (pid {proc.pid})  {service.url}"
+            f"   log: {service.log}"
+        )
 
 
 def _airflow_migrate(service: Service) -> None:
@@ -148,7 +150,10 @@ def ensure_champion(settings: Settings, timeout: float = 600) -> None:
         api.wait_for_dag("ml_pipeline", timeout=120)
         run_id = api.trigger("ml_pipeline")
         state = api.wait_for_run(
-            "ml_pipeline", run_id, timeout=timeout, progress=lambda task, st: print(f"    ml_pipeline.{task}: {st}", flush=True)
+            "ml_pipeline",
+            run_id,
+            timeout=timeout,
+            progress=lambda task, st: print(f"    ml_pipeline.{task}: {st}", flush=True),
         )
     except AirflowApiError as exc:
         raise ServiceError(str(exc)) from exc

@@ -73,7 +73,12 @@ def airflow_db() -> None:
     """`airflow db migrate` once, into the session's throw-away AIRFLOW_HOME."""
     log = _SESSION_DIR / "airflow-migrate.log"
     with log.open("wb") as out:
-        code = subprocess.call([str(services.BIN / "airflow"), "db", "migrate"], env=services.base_env(), stdout=out, stderr=subprocess.STDOUT)
+        code = subprocess.call(
+            [str(services.BIN / "airflow"), "db", "migrate"],
+            env=services.base_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     if code != 0:
         raise RuntimeError("airflow db migrate failed:\n" + services.tail(log, 40))
 

@@ -73,8 +73,12 @@ def serving_model() -> LoadedModel:
 
 
 @bp.post("/predict")
-@documented("Classify an image (multipart `file` or JSON `image` base64) or a batch of 64-number rows",
-            request="PredictRequest", response="PredictResponse", errors=(401, 413, 415, 422, 503))  # fmt: skip
+@documented(
+    "Classify an image (multipart `file` or JSON `image` base64) or a batch of 64-number rows",
+    request="PredictRequest",
+    response="PredictResponse",
+    errors=(401, 413, 415, 422, 503),
+)
 @require_api_key
 def predict() -> Response:
     started = time.perf_counter()
@@ -90,8 +94,12 @@ def predict() -> Response:
 
 
 @bp.post("/inference/image")
-@documented("Compatibility route of the replaced system: classify a base64 image, answer its uuid",
-            request="InferenceImageRequest", response="InferenceImageResponse", errors=(401, 413, 415, 422, 503))  # fmt: skip
+@documented(
+    "Compatibility route of the replaced system: classify a base64 image, answer its uuid",
+    request="InferenceImageRequest",
+    response="InferenceImageResponse",
+    errors=(401, 413, 415, 422, 503),
+)
 @require_api_key
 def predict_compat() -> Response:
     started = time.perf_counter()
@@ -161,8 +169,11 @@ def _predict_and_log(
 
 
 @bp.get("/predictions/<prediction_id>")
-@documented("A stored prediction by id (also the replaced system's `GET /predictions/<uuid>`)",
-            response="PredictionRecord", errors=(401, 404, 422))  # fmt: skip
+@documented(
+    "A stored prediction by id (also the replaced system's `GET /predictions/<uuid>`)",
+    response="PredictionRecord",
+    errors=(401, 404, 422),
+)
 @require_api_key
 def get_prediction(prediction_id: str) -> Response:
     record = _find_prediction(prediction_id)
@@ -170,8 +181,12 @@ def get_prediction(prediction_id: str) -> Response:
 
 
 @bp.post("/predictions/<prediction_id>/feedback")
-@documented("Store the true label of a prediction", request="FeedbackRequest", response="FeedbackResponse",
-            errors=(401, 404, 415, 422))  # fmt: skip
+@documented(
+    "Store the true label of a prediction",
+    request="FeedbackRequest",
+    response="FeedbackResponse",
+    errors=(401, 404, 415, 422),
+)
 @require_api_key
 def post_feedback(prediction_id: str) -> Response:
     body = json_body(request)
@@ -233,8 +248,11 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("/health")
-@documented("Liveness and readiness: 200 when a model is loaded and predictions can be recorded",
-            response="Health", errors=(503,))  # fmt: skip
+@documented(
+    "Liveness and readiness: 200 when a model is loaded and predictions can be recorded",
+    response="Health",
+    errors=(503,),
+)
 def health() -> tuple[Response, int]:
     models, plog = ext("models"), ext("prediction_log")
     model = models.current
@@ -262,8 +280,11 @@ def health() -> tuple[Response, int]:
 
 
 @bp.get("/model-info")
-@documented("The model being served: name, version, aliases, run, metrics, dataset hash, signature",
-            response="ModelInfo", errors=(503,))  # fmt: skip
+@documented(
+    "The model being served: name, version, aliases, run, metrics, dataset hash, signature",
+    response="ModelInfo",
+    errors=(503,),
+)
 def model_info() -> Response:
     model = serving_model()
     return jsonify({**model.info, "name": model.name, "version": model.version, "labels": model.labels,
@@ -271,8 +292,9 @@ def model_info() -> Response:
 
 
 @bp.get("/statistics")
-@documented("Prediction statistics over a window (`?window=24h`, also m or d units)", response="Statistics",
-            errors=(422, 503))  # fmt: skip
+@documented(
+    "Prediction statistics over a window (`?window=24h`, also m or d units)", response="Statistics", errors=(422, 503)
+)
 def statistics() -> Response:
     window = request.args.get("window", "24h")
     match = _WINDOW.match(window)
@@ -299,7 +321,9 @@ def monitoring_latest() -> Response:
     try:
         report = ext("db")[MONITORING_REPORTS].find_one(sort=[("created_at", -1)])
     except PyMongoError as exc:
-        raise ApiError(f"MongoDB is unreachable ({type(exc).__name__})", code="storage_unavailable", status=503) from exc
+        raise ApiError(
+            f"MongoDB is unreachable ({type(exc).__name__})", code="storage_unavailable", status=503
+        ) from exc
     if report is None:
         raise NotFound("no monitoring report yet: the monitor_platform DAG writes one per run")
     report["id"] = str(report.pop("_id"))

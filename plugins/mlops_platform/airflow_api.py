@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -28,7 +29,9 @@ class AirflowApi:
             timeout=10,
         )
         if response.status_code not in (200, 201):
-            raise AirflowApiError(f"Airflow login failed (HTTP {response.status_code}): check AIRFLOW_ADMIN_USER/PASSWORD")
+            raise AirflowApiError(
+                f"Airflow login failed (HTTP {response.status_code}): check AIRFLOW_ADMIN_USER/PASSWORD"
+            )
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
@@ -38,9 +41,11 @@ class AirflowApi:
             if self.session.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=10).status_code == 200:
                 return
             time.sleep(2)
-        raise AirflowApiError(f"Airflow has not parsed DAG {dag_id} after {timeout:.0f}s; check `airflow dags list-import-errors`")
+        raise AirflowApiError(
+            f"Airflow has not parsed DAG {dag_id} after {timeout:.0f}s; check `airflow dags list-import-errors`"
+        )
 
-    def trigger(self, dag_id: str, conf: dict[str, object] | None = None) -> str:
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         response = self.session.post(
             f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}, timeout=10
         )

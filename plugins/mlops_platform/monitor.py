@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -114,7 +114,9 @@ def check_drift(settings: Settings) -> dict[str, Any]:
             .sort("ts", -1)
             .limit(MAX_DRIFT_ROWS)
         )
-        rows = [doc for doc in cursor if doc.get("features") and len(doc["features"]) == len(profile["feature_histograms"])]
+        rows = [
+            doc for doc in cursor if doc.get("features") and len(doc["features"]) == len(profile["feature_histograms"])
+        ]
     X = np.asarray([r["features"] for r in rows], dtype=np.float64).reshape(-1, len(profile["feature_histograms"]))
     result = monitoring.drift_check(profile, X, [r["label"] for r in rows], [r["confidence"] for r in rows], params)
     return {**result, "champion_version": champion.version}
@@ -130,46 +132,57 @@ def report(settings: Settings, results: dict[str, dict[str, Any] | None], key: s
     status = "alert" if statuses & {"alert", "failed"} else monitoring.overall(checks)
     breaches = [f"{name}: {c['message']}" for name, c in checks.items() if c["status"] in ("alert", "failed")]
     warnings = [f"{name}: {c['message']}" for name, c in checks.items() if c["status"] == monitoring.WARN]
-    doc = {
+    stats: dict[str, Any] = checks["statistics"].get("statistics") or {}
+    drift: dict[str, Any] = {k: v for k, v in checks["drift"].items() if k not in ("status", "message")}
+    created = datetime.now(UTC)
+    doc: dict[str, Any] = {
         "_id": key,
         "key": key,
         "airflow_run_id": run_id,
-        "created_at": datetime.now(UTC),
+        "created_at": created,
         "status": status,
         "breaches": breaches,
         "warnings": warnings,
         "checks": {name: {"status": c["status"], "message": c["message"]} for name, c in checks.items()},
-        "statistics": (checks["statistics"].get("statistics") if results.get("statistics") else None),
-        "drift": {k: v for k, v in checks["drift"].items() if k not in ("status", "message")},
+        "statistics": stats or None,
+        "drift": drift,
     }
+    return _log_report(settings, doc, checks, stats, drift)
+
+
+def _log_report(
+    settings: Settings,
+    doc: dict[str, Any],
+    checks: dict[str, dict[str, Any]],
+    stats: dict[str, Any],
+    drift: dict[str, Any],
+) -> dict[str, Any]:
     metrics = {f"check_{name}": float(_STATUS_VALUE[c["status"]]) for name, c in checks.items()}
-    stats = doc["statistics"] or {}
     if stats:
-        metrics.update(
-            {
-                "predictions_24h": float(stats["total"]),
-                "error_rate": float(stats["error_rate"]),
-                **({"latency_p95_ms": float(stats["latency_ms"]["p95"])} if stats["latency_ms"]["p95"] is not None else {}),
-                **({"mean_confidence": float(stats["mean_confidence"])} if stats["mean_confidence"] is not None else {}),
-                **({"feedback_accuracy": float(stats["feedback"]["accuracy"])} if stats["feedback"]["accuracy"] is not None else {}),
-            }
-        )
-    drift = doc["drift"]
+        optional = {
+            "latency_p95_ms": stats["latency_ms"]["p95"],
+            "mean_confidence": stats["mean_confidence"],
+            "feedback_accuracy": stats["feedback"]["accuracy"],
+        }
+        metrics["predictions_24h"] = float(stats["total"])
+        metrics["error_rate"] = float(stats["error_rate"])
+        metrics.update({k: float(v) for k, v in optional.items() if v is not None})
     if drift.get("psi"):
-        metrics.update({f"psi_feature_{j:02d}": v for j, v in enumerate(drift["psi"])})
-        metrics.update(
-            {
-                "psi_max": drift["max_psi"],
-                "label_chi2_pvalue": drift["label_chi2_pvalue"],
-                "low_confidence_share": drift["low_confidence_share"],
-            }
-        )
+        metrics.update({f"psi_feature_{j:02d}": float(v) for j, v in enumerate(drift["psi"])})
+        metrics["psi_max"] = float(drift["max_psi"])
+        metrics["label_chi2_pvalue"] = float(drift["label_chi2_pvalue"])
+        metrics["low_confidence_share"] = float(drift["low_confidence_share"])
     registry = PlatformRegistryHook(settings).get_conn()
-    serializable = {k: v for k, v in doc.items() if k != "created_at"} | {"created_at": doc["created_at"].isoformat()}
-    doc["run_id"] = registry.log_monitoring(key, metrics, serializable)
+    serializable = {**doc, "created_at": doc["created_at"].isoformat()}
+    doc["run_id"] = registry.log_monitoring(doc["key"], metrics, serializable)
     with PlatformMongoHook(settings) as mongo:
-        mongo.get_conn()[MONITORING_REPORTS].replace_one({"_id": key}, doc, upsert=True)
-    return {"status": status, "breaches": breaches, "warnings": warnings, "mlflow_run_id": doc["run_id"]}
+        mongo.get_conn()[MONITORING_REPORTS].replace_one({"_id": doc["key"]}, doc, upsert=True)
+    return {
+        "status": doc["status"],
+        "breaches": doc["breaches"],
+        "warnings": doc["warnings"],
+        "mlflow_run_id": doc["run_id"],
+    }
 
 
 def retrain(settings: Settings) -> str:

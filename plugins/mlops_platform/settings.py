@@ -66,9 +66,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _resolve_dagshub(self) -> Settings:
         if self.dagshub_repo_owner and self.dagshub_repo_name:
-            self.mlflow_tracking_uri = (
-                f"https://dagshub.com/{self.dagshub_repo_owner}/{self.dagshub_repo_name}.mlflow"
-            )
+            self.mlflow_tracking_uri = f"https://dagshub.com/{self.dagshub_repo_owner}/{self.dagshub_repo_name}.mlflow"
             if self.dagshub_token is not None:
                 self.mlflow_tracking_username = self.mlflow_tracking_username or self.dagshub_repo_owner
                 self.mlflow_tracking_password = self.dagshub_token

@@ -27,7 +27,10 @@ def test_predict_instances_batch(client, app, db, champion):
     assert np.mean(np.array(labels) == DIGITS.y[:20]) >= 0.9
     first = body["predictions"][0]
     assert abs(sum(first["probabilities"]) - 1) < 1e-3
-    assert first["confidence"] == max(first["probabilities"]) or abs(first["confidence"] - max(first["probabilities"])) < 1e-5
+    assert (
+        first["confidence"] == max(first["probabilities"])
+        or abs(first["confidence"] - max(first["probabilities"])) < 1e-5
+    )
     flush(app)
     docs = list(db.predictions.find({"request_id": "req-1"}))
     assert len(docs) == 20, "every row of a batch is its own record"
@@ -40,7 +43,9 @@ def test_predict_instances_batch(client, app, db, champion):
 def test_predict_base64_and_multipart_image(client, app, db):
     image = png_bytes(DIGITS.X[0])
     by_json = client.post("/predict", json={"image": b64(image)})
-    by_file = client.post("/predict", data={"file": (io.BytesIO(image), "digit.png")}, content_type="multipart/form-data")
+    by_file = client.post(
+        "/predict", data={"file": (io.BytesIO(image), "digit.png")}, content_type="multipart/form-data"
+    )
     assert by_json.status_code == 200 and by_file.status_code == 200
     assert by_json.json["predictions"][0]["label"] == by_file.json["predictions"][0]["label"] == DIGITS.y[0]
     # data-URL prefix and line-wrapped base64 are accepted too

@@ -32,7 +32,12 @@ CASES = [
     ("out of range", dict(json={"instances": [ROW[:5] + [17] + ROW[6:]]}), 422, "instances[0][5]"),
     ("negative", dict(json={"instances": [[-1] + ROW[1:]]}), 422, "instances[0][0]"),
     ("NaN", dict(data=b'{"instances": [[NaN' + b", 0" * 63 + b"]]}", content_type="application/json"), 422, "finite"),
-    ("Infinity", dict(data=b'{"instances": [[Infinity' + b", 0" * 63 + b"]]}", content_type="application/json"), 422, "finite"),
+    (
+        "Infinity",
+        dict(data=b'{"instances": [[Infinity' + b", 0" * 63 + b"]]}", content_type="application/json"),
+        422,
+        "finite",
+    ),
     ("empty batch", dict(json={"instances": []}), 422, "non-empty"),
     ("over the batch limit", dict(json={"instances": [ROW] * 10_001}), 422, "at most 10,000"),
     ("image not a string", dict(json={"image": 12}), 422, "base64 string"),

@@ -48,7 +48,7 @@ def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
             page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] - 30, steps=12)
             page.mouse.up()
             page.click("#classify-drawing")
-            page.wait_for_function("document.querySelector('#prediction-id').innerText !== '%s'" % prediction_id)
+            page.wait_for_function(f"document.querySelector('#prediction-id').innerText !== '{prediction_id}'")
             drawn = page.inner_text("#predicted-label")
             page.screenshot(path=str(tmp_path / "page.png"))
         finally:

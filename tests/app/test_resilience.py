@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from mlflow import MlflowClient
 
@@ -86,7 +85,9 @@ def test_mongo_outage_loses_nothing_and_writes_nothing_twice(servers, champion, 
 
         proc = services.start(mongo)
         services.wait_healthy(mongo, proc)
-        wait_for(lambda: app.extensions["prediction_log"].outbox.pending() == 0, timeout=60, message="the outbox to drain")
+        wait_for(
+            lambda: app.extensions["prediction_log"].outbox.pending() == 0, timeout=60, message="the outbox to drain"
+        )
         wait_for(lambda: db.predictions.count_documents({}) == 60, timeout=30, message="60 documents")
         ids = [d["_id"] for d in db.predictions.find({}, {"_id": 1})]
         assert sorted(ids) == sorted(before + during), "exactly one document per request"

@@ -10,8 +10,13 @@ EXPECTED = {
     "validate_model": {"validate": set()},
     "ml_pipeline": {"ingest": set(), "train": {"ingest"}, "validate": {"train"}},
     "monitor_platform": {
-        "mlflow": set(), "champion": set(), "app": set(), "statistics": set(), "drift": set(),
-        "report": {"mlflow", "champion", "app", "statistics", "drift"}, "decide": {"report"},
+        "mlflow": set(),
+        "champion": set(),
+        "app": set(),
+        "statistics": set(),
+        "drift": set(),
+        "report": {"mlflow", "champion", "app", "statistics", "drift"},
+        "decide": {"report"},
     },
 }
 

@@ -44,7 +44,9 @@ def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
-def test_monitor_passes_on_training_like_traffic_then_fails_on_drift(dagbag, monitor_env, served_app, mongo_client, servers):
+def test_monitor_passes_on_training_like_traffic_then_fails_on_drift(
+    dagbag, monitor_env, served_app, mongo_client, servers
+):
     dag = dagbag.get_dag("monitor_platform")
     mongo_client[SERVED_DB].predictions.delete_many({})
     mongo_client[SERVED_DB].prediction_rollups.delete_many({})

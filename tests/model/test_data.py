@@ -35,7 +35,10 @@ def test_digits_pass_validation(digits):
     [
         (lambda X, y: (X[:, :63], y), "expected 64 features"),
         (lambda X, y: (X, np.where(np.arange(len(y)) == 4, 11, y)), "digits row 4: label 11 is not in the label set"),
-        (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 64 * 9, 99.0, X), y), "digits row 9: feature values"),
+        (
+            lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 64 * 9, 99.0, X), y),
+            "digits row 9: feature values",
+        ),
         (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 64 * 2, np.nan, X), y), "digits row 2"),
         (lambda X, y: (X[y != 3], y[y != 3]), r"classes \[3\] have fewer than 5 samples"),
     ],

@@ -42,7 +42,12 @@ def test_shift_moves_pixels_and_fills_background():
 def test_default_model_clears_the_gate_and_a_dummy_does_not():
     data = load_digits_dataset()
     tr, ho = split(data, 0.25, 42)
-    good = train(build_pipeline(TrainParams(estimator="mlp", hyperparameters={"hidden_layer_sizes": [64], "max_iter": 200}), 0), tr.X, tr.y, augment_shifts=True)
+    good = train(
+        build_pipeline(TrainParams(estimator="mlp", hyperparameters={"hidden_layer_sizes": [64], "max_iter": 200}), 0),
+        tr.X,
+        tr.y,
+        augment_shifts=True,
+    )
     dummy = train(build_pipeline(TrainParams(estimator="dummy"), 0), tr.X, tr.y)
     good_metrics = evaluate(good, ho.X, ho.y, list(range(10)))
     gate = PromotionParams()

@@ -59,7 +59,10 @@ def test_unreachable_server_is_reported_clearly():
 
 def test_dagshub_settings_become_basic_auth_on_its_mlflow():
     settings = Settings(
-        _env_file=None, dagshub_repo_owner="alice", dagshub_repo_name="digits", dagshub_token="tok-123",
+        _env_file=None,
+        dagshub_repo_owner="alice",
+        dagshub_repo_name="digits",
+        dagshub_token="tok-123",
         mlflow_tracking_username=None,
     )
     config = registry_config(settings)

@@ -4,8 +4,15 @@ from model.statistics import LATENCY_EDGES_MS, percentile, rollup_increments, su
 
 
 def record(label, confidence, latency, minute=0, version="1", kind="prediction"):
-    return {"ts": datetime(2026, 1, 1, 10, minute, tzinfo=UTC), "label": label, "confidence": confidence,
-            "latency_ms": latency, "model_name": "m", "model_version": version, "kind": kind}
+    return {
+        "ts": datetime(2026, 1, 1, 10, minute, tzinfo=UTC),
+        "label": label,
+        "confidence": confidence,
+        "latency_ms": latency,
+        "model_name": "m",
+        "model_version": version,
+        "kind": kind,
+    }
 
 
 def apply(increments):
@@ -24,8 +31,12 @@ def apply(increments):
 
 
 def test_summary_counts_what_was_recorded():
-    records = [record(1, 0.9, 1.0), record(1, 0.7, 2.0), record(2, 0.4, 30.0, version="2"),
-               {**record(None, 0, 0), "kind": "error"}]
+    records = [
+        record(1, 0.9, 1.0),
+        record(1, 0.7, 2.0),
+        record(2, 0.4, 30.0, version="2"),
+        {**record(None, 0, 0), "kind": "error"},
+    ]
     stats = summarize(apply(rollup_increments(records)), {"count": 4, "correct": 3})
     assert stats["total"] == 3
     assert stats["errors"] == 1

@@ -36,7 +36,9 @@ def resolved(tmp_path_factory) -> dict:
         import json
 
         return json.loads(out.stdout)
-    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    values = dict(
+        line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
     text = re.sub(
         r"\$\{(\w+)(?::\?[^}]*|:-([^}]*))?\}",
         lambda m: values.get(m.group(1)) or m.group(2) or "",
@@ -78,7 +80,9 @@ def test_dependants_wait_for_healthy_services(resolved):
     services = resolved["services"]
     for name in ("app", "airflow-scheduler", "airflow-worker", "mlflow"):
         conditions = {dep: spec.get("condition") for dep, spec in services[name]["depends_on"].items()}
-        assert conditions and all(c in ("service_healthy", "service_completed_successfully") for c in conditions.values()), name
+        assert conditions and all(
+            c in ("service_healthy", "service_completed_successfully") for c in conditions.values()
+        ), name
 
 
 def test_mlflow_allows_its_service_name_and_localhost(resolved):
