@@ -30,6 +30,7 @@ async function load() {
   if (psi.length) {
     const canvas = document.getElementById('drift');
     canvas.hidden = false;
+    document.getElementById('drift-title').hidden = false;
     barChart(canvas, psi.map((_, i) => i), psi, '#f79009');
   }
 }

@@ -37,6 +37,7 @@ def check_mlflow(settings: Settings) -> dict[str, Any]:
 def check_champion(settings: Settings) -> dict[str, Any]:
     """The champion loads, reproduces its logged predictions, and is the version the app serves."""
     import mlflow.sklearn
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     registry = PlatformRegistryHook(settings).get_conn()
@@ -46,9 +47,16 @@ def check_champion(settings: Settings) -> dict[str, Any]:
     path = registry.download_version(champion.version, settings.model_cache_dir / "monitor" / f"v{champion.version}")
     pipeline = mlflow.sklearn.load_model(str(path))
     example = np.asarray(Model.load(str(path)).load_input_example(str(path)), dtype=np.float64)
-    expected = registry.run_json(champion.run_id, EXAMPLE_PREDICTIONS_ARTIFACT)["labels"]
+    proba = pipeline.predict_proba(example)
+    if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
+        raise CheckFailed(f"champion v{champion.version} gives invalid probabilities on its input example")
     got = pipeline.predict(example).tolist()
-    if got != expected:
+    try:
+        expected = registry.run_json(champion.run_id, EXAMPLE_PREDICTIONS_ARTIFACT)["labels"]
+    except MlflowException:
+        expected = None  # versions trained before this artifact existed: the probability check stands
+        log.warning("v%s has no %s to compare with", champion.version, EXAMPLE_PREDICTIONS_ARTIFACT)
+    if expected is not None and got != expected:
         raise CheckFailed(f"champion v{champion.version} predicts {got} on its input example, logged {expected}")
     app_version = None
     try:
