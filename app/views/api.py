@@ -126,11 +126,40 @@ def _predict_and_log(
     labels = np.asarray(model.labels)[best].tolist()
     confidences = proba[np.arange(len(best)), best].tolist()
     probabilities = proba.round(6).tolist()
+    ids = [str(uuid.uuid4()) for _ in labels]
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    settings = ext("settings")
+    if settings.log_predictions:
+        records = _records(
+            model, inputs, source, name, ids, labels, confidences, probabilities, latency_ms, settings.store_images
+        )
+        ext("prediction_log").submit(records)
+    metrics = ext("metrics")
+    metrics.latency.labels(source).observe(latency_ms / 1000)
+    for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+        metrics.predictions.labels(str(label), model.version).inc(int(count))
+    results = [
+        {"id": ids[i], "label": labels[i], "confidence": confidences[i], "probabilities": probabilities[i]}
+        for i in range(len(ids))
+    ]
+    return results, latency_ms
+
+
+def _records(
+    model: LoadedModel,
+    inputs: Inputs,
+    source: str,
+    name: str | None,
+    ids: list[str],
+    labels: list[int],
+    confidences: list[float],
+    probabilities: list[list[float]],
+    latency_ms: float,
+    store_images: bool,
+) -> list[dict[str, Any]]:
+    """One prediction-log record per row: metadata, the 64 input features and the outputs."""
     now = datetime.now(UTC)
     request_id = request.headers.get("X-Request-ID")
-    store_images = ext("settings").store_images
-    ids = [str(uuid.uuid4()) for _ in labels]
     records = []
     for i, record_id in enumerate(ids):
         record = {
@@ -153,16 +182,7 @@ def _predict_and_log(
         if store_images and inputs.images[i] is not None:
             record["image"] = inputs.images[i]
         records.append(record)
-    ext("prediction_log").submit(records)
-    metrics = ext("metrics")
-    metrics.latency.labels(source).observe(latency_ms / 1000)
-    for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
-        metrics.predictions.labels(str(label), model.version).inc(int(count))
-    results = [
-        {"id": ids[i], "label": labels[i], "confidence": confidences[i], "probabilities": probabilities[i]}
-        for i in range(len(ids))
-    ]
-    return results, latency_ms
+    return records
 
 
 # -- the prediction log --------------------------------------------------------------------------------

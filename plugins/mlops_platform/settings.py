@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 1_000_000
     max_image_pixels: int = 4_000_000
     store_images: bool = False
+    log_predictions: bool = True  # off only to measure the serving path alone (bench)
     log_queue_size: int = 100_000
     log_flush_seconds: float = 0.2
     log_batch_size: int = 500

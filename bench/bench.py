@@ -1,0 +1,345 @@
+"""Serving benchmark: our app (logging on / off) against `mlflow models serve`, on this machine.
+
+    python -m bench.bench            # the full run (make bench)
+    python -m bench.bench --tiny     # a few seconds per step, so the script cannot rot (tests)
+
+Starts its own MongoDB-wire server, MLflow server, a champion, the three servers under test (2 workers
+each), drives them with wrk at several concurrencies alternating A B C A B C, then measures batch
+throughput, /statistics over many logged predictions, worker memory, and checks that MongoDB holds
+exactly one document per prediction served. Prints a table and writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from pymongo import MongoClient, UpdateOne
+
+from model import lifecycle
+from model.data import load_digits_dataset, split
+from model.params import load_params
+from model.registry import RegistryConfig, connect
+from model.statistics import rollup_increments
+from ops import services
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+LUA = Path(__file__).with_name("post.lua")
+MODEL = "bench-digits"
+
+
+def wrk(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, Any]:
+    threads = max(1, min(2, connections))
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(LUA), url],
+        env={**os.environ, "WRK_BODY_FILE": str(body_file)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in out.stdout.splitlines() if line.startswith("{"))
+    result = json.loads(line)
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["ok"] = result["requests"] - result["non2xx"] - result["errors"]
+    return result
+
+
+class Bench:
+    def __init__(self, tiny: bool, workdir: Path) -> None:
+        self.tiny = tiny
+        self.dir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pids: dict[str, int] = {}
+
+    def start(self, service: services.Service) -> services.Service:
+        proc = services.start(service)
+        self.procs.append(proc)
+        self.pids[service.name] = proc.pid
+        services.wait_healthy(service, proc)
+        return service
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            services.stop_group(proc.pid)
+
+    def app(self, mongo_url: str, mlflow_url: str, log_predictions: bool) -> services.Service:
+        name = "app-log" if log_predictions else "app-nolog"
+        env = {
+            "MLOPS_ENV_FILE": str(self.dir / "none.env"),
+            "MONGO_URI": mongo_url,
+            "MONGO_DB": "bench",
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "MODEL_NAME": MODEL,
+            "MODEL_CACHE_DIR": str(self.dir / name / "cache"),
+            "OUTBOX_DIR": str(self.dir / name / "outbox"),
+            "LOG_PREDICTIONS": str(log_predictions).lower(),
+        }
+        service = services.app(services.free_port(), self.dir / f"{name}.log", env=env, workers=2)
+        service.name = name
+        self.start(service)
+        deadline = time.monotonic() + 60
+        while requests.get(f"{service.url}/health", timeout=2).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} never loaded the champion:\n{services.tail(service.log)}")
+            time.sleep(0.2)
+        return service
+
+    def mlflow_serve(self, mlflow_url: str) -> services.Service:
+        port = services.free_port()
+        service = services.Service(
+            name="mlflow-serve",
+            command=[
+                str(services.BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
+                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "2",
+            ],
+            url=f"http://127.0.0.1:{port}",
+            log=self.dir / "mlflow-serve.log",
+            healthy=lambda: services.http_ok(f"http://127.0.0.1:{port}/ping"),
+            env={"MLFLOW_TRACKING_URI": mlflow_url},
+            start_timeout=120,
+        )  # fmt: skip
+        return self.start(service)
+
+
+def worker_rss_mb(master: int) -> float:
+    """Resident memory of everything a server's master process started (its workers)."""
+    total_kb, stack = 0, _children(master)
+    while stack:
+        pid = stack.pop()
+        stack.extend(_children(pid))
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            continue
+        total_kb += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return round(total_kb / 1024, 1)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def settled_count(db: Any, expect: int | None = None, timeout: float = 120) -> int:
+    """The prediction count once the app's writers have caught up (or `expect` is reached)."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        count = int(db.predictions.count_documents({"kind": "prediction"}))
+        if (expect is not None and count >= expect) or (expect is None and count == last):
+            return count
+        last = count
+        time.sleep(1.0)
+    return count
+
+
+def load_log(db: Any, n: int, version: str) -> float:
+    """Insert n realistic prediction records (with rollups) spread over the last 24 h; returns seconds."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    now = datetime.now(UTC)
+    batch = 10_000
+    for start in range(0, n, batch):
+        size = min(batch, n - start)
+        features = rng.integers(0, 17, size=(size, 64)).astype(float).tolist()
+        labels = rng.integers(0, 10, size=size).tolist()
+        docs = [
+            {
+                "_id": str(uuid.uuid4()),
+                "kind": "prediction",
+                "ts": now - timedelta(seconds=float(rng.uniform(0, 86_000))),
+                "model_name": MODEL,
+                "model_version": version,
+                "source": "bench-load",
+                "request_id": None,
+                "input_hash": "",
+                "features": features[i],
+                "label": labels[i],
+                "confidence": float(rng.uniform(0.3, 1.0)),
+                "probabilities": [0.1] * 10,
+                "latency_ms": float(rng.gamma(2.0, 1.0)),
+            }
+            for i in range(size)
+        ]
+        db.predictions.insert_many(docs, ordered=False)
+        increments = rollup_increments(docs)
+        db.prediction_rollups.bulk_write([UpdateOne({"_id": k}, u, upsert=True) for k, u in increments.items()])
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench")
+    parser.add_argument("--tiny", action="store_true", help="seconds, not minutes: checks the script works")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--log-docs", type=int, default=None, help="documents loaded before timing /statistics")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("error: wrk is not installed (make bench installs it: apt-get install wrk)", file=sys.stderr)
+        return 2
+    duration = args.duration or (1 if args.tiny else 10)
+    rounds = args.rounds or (1 if args.tiny else 3)
+    log_docs = args.log_docs if args.log_docs is not None else (5_000 if args.tiny else 1_000_000)
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+
+    workdir = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
+    bench = Bench(args.tiny, workdir)
+    results: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "started": datetime.now(UTC).isoformat(),
+        "duration_s": duration,
+        "rounds": rounds,
+        "runs": [],
+    }
+    try:
+        mongo = bench.start(services.mongo(services.free_port(), str(workdir / "mongo"), workdir / "mongo.log"))
+        mlflow = bench.start(services.mlflow(services.free_port(), workdir / "mlflow", workdir / "mlflow.log"))
+        registry = connect(RegistryConfig(mlflow.url, MODEL, MODEL))
+        params = load_params(ROOT / "config" / "params.yaml")
+        client: MongoClient = MongoClient(mongo.url, tz_aware=True)
+        snapshot = lifecycle.ingest(params, workdir / "data", client["bench"])
+        trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry)
+        lifecycle.validate_and_promote(
+            params, Path(snapshot["path"]), trained["version"], registry, client["bench"], workdir / "val"
+        )
+        version = trained["version"]
+        print(f"champion: {MODEL} v{version} ({params.train.estimator})", flush=True)
+
+        targets = {
+            "ours": bench.app(mongo.url, mlflow.url, log_predictions=True),
+            "mlflow": bench.mlflow_serve(mlflow.url),
+            "ours_nolog": bench.app(mongo.url, mlflow.url, log_predictions=False),
+        }
+        _, holdout = split(load_digits_dataset(), 0.25, 42)
+        row = holdout.X[0].tolist()
+        bodies = {
+            "ours": (workdir / "ours.json", {"instances": [row]}, "/predict"),
+            "ours_nolog": (workdir / "ours.json", {"instances": [row]}, "/predict"),
+            "mlflow": (workdir / "mlflow.json", {"inputs": [row]}, "/invocations"),
+        }
+        for path, body, _ in bodies.values():
+            path.write_text(json.dumps(body))
+        for name, service in targets.items():  # warm-up
+            path, _, route = bodies[name]
+            wrk(service.url + route, path, 4, 1)
+        db = client["bench"]
+        baseline = settled_count(db)
+        served_by_ours = 0
+        for c in concurrencies:
+            for r in range(rounds):
+                for name, service in targets.items():
+                    path, _, route = bodies[name]
+                    res = wrk(service.url + route, path, c, duration)
+                    res.update(target=name, concurrency=c, round=r)
+                    results["runs"].append(res)
+                    if name == "ours":
+                        served_by_ours += res["ok"]
+                    print(
+                        f"  c={c:<3} round {r} {name:<11} {res['rps']:8.0f} req/s  p50 {res['p50']:7.2f} ms"
+                        f"  p99 {res['p99']:7.2f} ms  errors {res['errors'] + res['non2xx']}",
+                        flush=True,
+                    )
+
+        # batch of 1,000 rows
+        batch = {"instances": np.tile(holdout.X, (3, 1))[:1000].tolist()}
+        timings = []
+        for _ in range(3 if args.tiny else 20):
+            started = time.perf_counter()
+            response = requests.post(targets["ours"].url + "/predict", json=batch, timeout=60)
+            timings.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+            served_by_ours += 1000
+        results["batch_1000"] = {
+            "median_s": statistics.median(timings),
+            "rows_per_s": 1000 / statistics.median(timings),
+        }
+
+        # every prediction served is in MongoDB, exactly once (ids are unique, so a count can only fall short)
+        stored = settled_count(db, expect=baseline + served_by_ours) - baseline
+        results["log_check"] = {"served": served_by_ours, "stored": stored, "lost": served_by_ours - stored}
+
+        results["memory_mb"] = {name: worker_rss_mb(bench.pids[svc.name]) for name, svc in targets.items()}
+
+        # /statistics over a large log
+        load_seconds = load_log(db, log_docs, version)
+        stat_times = []
+        for _ in range(5 if args.tiny else 20):
+            started = time.perf_counter()
+            response = requests.get(targets["ours"].url + "/statistics", params={"window": "24h"}, timeout=60)
+            stat_times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
+        results["statistics"] = {
+            "documents": db.predictions.estimated_document_count(),
+            "load_seconds": round(load_seconds, 1),
+            "p50_ms": round(statistics.median(stat_times), 2),
+            "max_ms": round(max(stat_times), 2),
+            "total_reported": response.json()["total"],
+        }
+    finally:
+        bench.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    summary = summarize(results)
+    results["summary"] = summary
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}{'-tiny' if args.tiny else ''}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print_table(summary, results)
+    print(f"results: {out}")
+    return 0 if results["log_check"]["lost"] == 0 else 1
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for run in results["runs"]:
+        key = f"{run['target']}@{run['concurrency']}"
+        table.setdefault(key, []).append(run)
+    summary = {}
+    for key, runs in table.items():
+        summary[key] = {
+            "rps": round(statistics.median(r["rps"] for r in runs), 1),
+            "p50_ms": round(statistics.median(r["p50"] for r in runs), 3),
+            "p95_ms": round(statistics.median(r["p95"] for r in runs), 3),
+            "p99_ms": round(statistics.median(r["p99"] for r in runs), 3),
+            "errors": sum(r["errors"] + r["non2xx"] for r in runs),
+        }
+    return summary
+
+
+def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
+    print(f"\ncores: {results['cores']}, {results['rounds']} rounds x {results['duration_s']} s, medians")
+    print(f"{'target':<12}{'c':>4}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}{'vs mlflow':>11}")
+    for key, row in summary.items():
+        target, c = key.split("@")
+        ref = summary.get(f"mlflow@{c}")
+        ratio = f"{row['rps'] / ref['rps']:.2f}x" if ref and target != "mlflow" else ""
+        print(
+            f"{target:<12}{c:>4}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+            f"{row['errors']:>8}{ratio:>11}"
+        )
+    b, s, lc = results["batch_1000"], results["statistics"], results["log_check"]
+    print(f"batch of 1,000 rows: {b['rows_per_s']:,.0f} rows/s (median {b['median_s'] * 1000:.1f} ms)")
+    print(f"/statistics over {s['documents']:,} documents: p50 {s['p50_ms']} ms, max {s['max_ms']} ms")
+    print(f"worker memory (2 workers): {results['memory_mb']} MB")
+    print(f"prediction log: served {lc['served']:,}, stored {lc['stored']:,}, lost {lc['lost']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
