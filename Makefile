@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: up down status logs test test-faults lint lock install browser rollback bench clean
+.PHONY: up down status logs test test-faults lint lock install browser bench-deps rollback bench clean
 
 up: install .env
 	@echo "Starting the stack (data under var/, logs under var/log/) ..."
@@ -43,8 +43,21 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; the browser test will be skipped"; }
 
-test: install browser
+test: install browser bench-deps
 	@$(PY) -m pytest
+
+# Fault injection (kills MongoDB for 30 s, SIGKILLs the app and a worker, stops MLflow): ~4 minutes.
+test-faults: install
+	@$(PY) -m pytest -m faults -s -p no:warnings tests/faults
+
+# wrk drives the servers in the benchmark.
+bench-deps:
+	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+		|| echo "warning: could not install wrk"; }
+
+bench: install bench-deps
+	@$(PY) -m bench.bench
 
 lint: install
 	$(BIN)/ruff check .

@@ -88,6 +88,8 @@ class ModelManager:
         except Exception as exc:  # MLflow down or misconfigured: keep serving what we have
             self._fail(f"MLflow unavailable: {type(exc).__name__}: {str(exc)[:200]}")
             self.mlflow_ok = False
+            if self.current is None:
+                self._load_cached()  # another worker, or an earlier run, may have cached the champion
             return {"changed": False, "error": self.last_error}
         if champion is None:
             self.last_error = f"the registry has no '{CHAMPION}' alias on model {self.config.model_name}"

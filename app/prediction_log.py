@@ -1,16 +1,18 @@
-"""The prediction log: requests enqueue records; one background thread writes them to MongoDB.
+"""The prediction log: requests journal their records and enqueue them; a background thread writes to MongoDB.
 
 Guarantees, in order of the path a record takes:
-- `submit` never blocks on MongoDB: it appends to a bounded in-memory queue (if the queue is full,
-  the records go straight to the durable outbox instead).
-- The writer thread takes batches off the queue. If MongoDB accepts a batch, its rollups are
-  incremented for exactly the documents that were new. If MongoDB is unreachable, the batch is
-  appended to this process's outbox file and fsync'ed, and later replayed in order.
+- `submit` encodes the records to BSON and appends them to this process's journal with one write()
+  before the response goes out: from then on a crash of the process (even SIGKILL) cannot lose them.
+  The writer fsyncs the journal every flush interval, so a power loss can cost at most that interval.
+- The records are also put on a bounded in-memory queue. The writer thread takes batches off it and
+  inserts the already-encoded documents into MongoDB; rollups are incremented for exactly the
+  documents that were new. If MongoDB is unreachable, the batch goes to the durable outbox (fsync'ed)
+  and is replayed in order when MongoDB answers again. A full queue sends records to the outbox too.
+- A journal segment is deleted once every record in it is in MongoDB or in the outbox. Segments left by
+  a dead process (its pid gone, or reused by us) are replayed by the next process that looks.
 - Replays are idempotent: every record has a unique `_id`, duplicates are ignored, and rollups count
   only first inserts.
 - On a clean shutdown the queue is drained (to MongoDB, or to the outbox).
-- A record still in the in-memory queue when the process is SIGKILLed is lost: that window is at
-  most `flush_seconds` plus one write. Records in the outbox survive any crash.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import bson
+from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
@@ -53,15 +56,16 @@ class LogStats:
 class Outbox:
     """Append-only BSON files, one per process; any process may replay a dead process's file."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, token: str) -> None:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / f"outbox-{os.getpid()}-{uuid.uuid4().hex[:8]}.bson"
+        self.token = token
+        self.path = self.dir / f"outbox-{os.getpid()}-{token}.bson"
         self._lock = threading.Lock()
 
-    def append(self, items: Iterable[tuple[str, dict[str, Any]]]) -> int:
+    def append(self, items: Iterable[tuple[str, Any]]) -> int:
         """Append (collection, document) pairs and fsync before returning."""
-        encoded = [bson.encode({"c": coll, "d": doc}) for coll, doc in items]
+        encoded = [entry(coll, doc) for coll, doc in items]
         if not encoded:
             return 0
         with self._lock, self.path.open("ab") as fh:
@@ -71,17 +75,20 @@ class Outbox:
         return len(encoded)
 
     def claim(self) -> list[Path]:
-        """Take ownership of every outbox file that is ours or whose writer is gone, oldest first."""
+        """Take every outbox or journal file that is ours to replay or whose writer is gone, oldest first."""
         claimed = []
-        candidates = sorted(self.dir.glob("outbox-*.bson"), key=lambda p: p.stat().st_mtime)
-        candidates += sorted(self.dir.glob("replay-*.bson"), key=lambda p: p.stat().st_mtime)
-        for path in candidates:
-            owner = int(path.name.split("-")[1])
-            if path.name.startswith("outbox-") and path != self.path and _alive(owner):
+        names = ("outbox-*.bson", "replay-*.bson", "journal-*.bson")
+        candidates = [p for pattern in names for p in self.dir.glob(pattern)]
+        for path in sorted(candidates, key=_mtime):
+            kind, pid, token = path.name.split("-")[:3]
+            mine = pid == str(os.getpid()) and token == self.token
+            if kind == "journal" and (mine or self._writer_alive(int(pid), token)):
+                continue  # a live process's write-ahead journal, not an outbox
+            if kind == "outbox" and not mine and self._writer_alive(int(pid), token):
                 continue
-            if path.name.startswith("replay-") and owner != os.getpid() and _alive(owner):
+            if kind == "replay" and not mine and self._writer_alive(int(pid), token):
                 continue
-            target = self.dir / f"replay-{os.getpid()}-{uuid.uuid4().hex[:8]}.bson"
+            target = self.dir / f"replay-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
             with self._lock:
                 try:
                     path.rename(target)
@@ -90,8 +97,17 @@ class Outbox:
             claimed.append(target)
         return claimed
 
+    def _writer_alive(self, pid: int, token: str) -> bool:
+        if pid == os.getpid():
+            return token == self.token  # same pid, other token: a dead process whose pid we reuse
+        return _alive(pid)
+
+    def has_pending(self) -> bool:
+        return any(_size(p) for pattern in ("outbox-*.bson", "replay-*.bson") for p in self.dir.glob(pattern))
+
     def pending(self) -> int:
-        return sum(p.stat().st_size for p in self.dir.glob("*.bson") if p.exists())
+        """Bytes waiting for MongoDB in outbox files (journals excluded: they are write-ahead copies)."""
+        return sum(_size(p) for pattern in ("outbox-*.bson", "replay-*.bson") for p in self.dir.glob(pattern))
 
     @staticmethod
     def read(path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -103,6 +119,74 @@ class Outbox:
             except bson.errors.InvalidBSON:
                 log.warning("outbox %s ends in a partial record (crash mid-append); the rest was replayed", path)
         return items
+
+
+class Journal:
+    """Write-ahead segments: appended (one write, no fsync) on the request path, deleted once handled."""
+
+    def __init__(self, directory: Path, token: str, segment_bytes: int = 8 * 1024 * 1024) -> None:
+        self.dir = directory
+        self.token = token
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._segment = -1
+        self._fd: int | None = None
+        self._size = 0
+        self._dirty = False
+        self._pending: dict[int, int] = {}
+
+    def _path(self, segment: int) -> Path:
+        return self.dir / f"journal-{os.getpid()}-{self.token}-{segment:06d}.bson"
+
+    def append(self, entries: list[bytes]) -> int:
+        """Append encoded entries; returns the segment they went to."""
+        data = b"".join(entries)
+        with self._lock:
+            if self._fd is None or self._size >= self.segment_bytes:
+                self._rotate()
+            assert self._fd is not None
+            os.write(self._fd, data)
+            self._size += len(data)
+            self._dirty = True
+            self._pending[self._segment] = self._pending.get(self._segment, 0) + len(entries)
+            return self._segment
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            if self._pending.get(self._segment, 0) == 0:
+                self._path(self._segment).unlink(missing_ok=True)
+                self._pending.pop(self._segment, None)
+        self._segment += 1
+        self._fd = os.open(self._path(self._segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = 0
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._fd is not None and self._dirty:
+                os.fsync(self._fd)
+                self._dirty = False
+
+    def done(self, counts: dict[int, int]) -> None:
+        """These many entries of each segment are now in MongoDB or the outbox."""
+        with self._lock:
+            for segment, n in counts.items():
+                left = self._pending.get(segment, 0) - n
+                self._pending[segment] = left
+                if left <= 0 and segment != self._segment:
+                    self._path(segment).unlink(missing_ok=True)
+                    self._pending.pop(segment, None)
+
+    def close(self) -> None:
+        """Clean shutdown: everything was handled, so the last segment goes too (unless it still holds work)."""
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+                if self._pending.get(self._segment, 0) <= 0:
+                    self._path(self._segment).unlink(missing_ok=True)
 
 
 class PredictionLog:
@@ -117,8 +201,10 @@ class PredictionLog:
         recent_size: int = 20_000,
     ) -> None:
         self._db_factory = db_factory
-        self._queue: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=queue_size)
-        self.outbox = Outbox(outbox_dir)
+        self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        token = uuid.uuid4().hex[:8]
+        self.outbox = Outbox(outbox_dir, token)
+        self.journal = Journal(outbox_dir, token)
         self.batch_size = batch_size
         self.flush_seconds = flush_seconds
         self.retry_seconds = retry_seconds
@@ -138,20 +224,24 @@ class PredictionLog:
         self._thread.start()
 
     def submit(self, records: list[dict[str, Any]], collection: str = PREDICTIONS) -> None:
-        """Hand records to the writer; never waits for MongoDB."""
-        overflow = []
+        """Journal the records, then hand them to the writer; never waits for MongoDB."""
+        raws = [bson.encode(record) for record in records]
+        segment = self.journal.append([_wrap(collection, raw) for raw in raws])
         with self._recent_lock:
             for record in records:
                 self._recent[record["_id"]] = record
             while len(self._recent) > self._recent_size:
                 self._recent.popitem(last=False)
-        for record in records:
+        overflow: list[Item] = []
+        for record, raw in zip(records, raws, strict=True):
+            item = Item(segment, collection, raw, record)
             try:
-                self._queue.put_nowait((collection, record))
+                self._queue.put_nowait(item)
             except queue.Full:
-                overflow.append((collection, record))
+                overflow.append(item)
         if overflow:
-            self.outbox.append(overflow)
+            self.outbox.append((i.collection, RawBSONDocument(i.raw)) for i in overflow)
+            self.journal.done({segment: len(overflow)})
             self.stats.outboxed += len(overflow)
 
     def record_error(
@@ -193,9 +283,10 @@ class PredictionLog:
                 self._write_or_outbox(batch)
             elif self._queue.empty():
                 self._idle.set()
+            self.journal.sync()
 
-    def _take(self, wait: float) -> list[tuple[str, dict[str, Any]]]:
-        batch: list[tuple[str, dict[str, Any]]] = []
+    def _take(self, wait: float) -> list[Item]:
+        batch: list[Item] = []
         deadline = time.monotonic() + wait
         while len(batch) < self.batch_size:
             timeout = deadline - time.monotonic()
@@ -207,52 +298,50 @@ class PredictionLog:
             batch.append(item)
         return batch
 
-    def _write_or_outbox(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    def _write_or_outbox(self, batch: list[Item]) -> None:
         # Keep order: while older records wait in the outbox, newer ones queue behind them there.
-        if not self.mongo_ok or self._has_outbox():
-            self.outbox.append(batch)
-            self.stats.outboxed += len(batch)
-            return
         try:
-            self._write(batch)
-        except PyMongoError as exc:
-            self._mark_down(exc)
-            self.outbox.append(batch)
+            if not self.mongo_ok or self.outbox.has_pending():
+                raise _Deferred()
+            self._write([(i.collection, RawBSONDocument(i.raw), i.doc) for i in batch])
+        except (PyMongoError, _Deferred) as exc:
+            if isinstance(exc, PyMongoError):
+                self._mark_down(exc)
+            self.outbox.append((i.collection, RawBSONDocument(i.raw)) for i in batch)
             self.stats.outboxed += len(batch)
-
-    def _has_outbox(self) -> bool:
-        return any(p.stat().st_size for p in self.outbox.dir.glob("*.bson") if p.exists())
+        counts: dict[int, int] = {}
+        for item in batch:
+            counts[item.segment] = counts.get(item.segment, 0) + 1
+        self.journal.done(counts)
 
     def _replay(self) -> bool:
-        """Replay outbox files in order; True when nothing is left (or MongoDB is back and took it all)."""
-        if not self._has_outbox():
-            self.mongo_ok = True if self.mongo_ok or self._ping() else False
-            return True
+        """Replay outbox files (and dead processes' journals) in order; True when nothing is left."""
         if not self.mongo_ok and not self._ping():
             return False
         for path in self.outbox.claim():
             items = Outbox.read(path)
             try:
                 for start in range(0, len(items), self.batch_size):
-                    self._write(items[start : start + self.batch_size])
+                    self._write([(coll, doc, doc) for coll, doc in items[start : start + self.batch_size]])
             except PyMongoError as exc:
                 self._mark_down(exc)
                 return False  # the replay file stays and is claimed again next time
             path.unlink()
             self.stats.replayed += len(items)
             log.info("replayed %d records from %s", len(items), path.name)
-        self.mongo_ok = True
         return True
 
     def _ping(self) -> bool:
         try:
             self._db_factory().client.admin.command("ping")
-            if not self.mongo_ok:
-                log.warning("MongoDB is reachable again; replaying the outbox")
-            return True
         except PyMongoError as exc:
             self._mark_down(exc)
             return False
+        if not self.mongo_ok:
+            log.warning("MongoDB is reachable again; replaying the outbox")
+        self.mongo_ok = True
+        self.last_error = None
+        return True
 
     def _mark_down(self, exc: Exception) -> None:
         if self.mongo_ok:
@@ -261,10 +350,11 @@ class PredictionLog:
         self.last_error = str(exc)[:300]
         self.stats.failures += 1
 
-    def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    def _write(self, batch: list[tuple[str, Any, dict[str, Any]]]) -> None:
+        """Insert (collection, document to insert, decoded fields) triples; rollups for new predictions only."""
         db = self._db_factory()
-        predictions = [doc for coll, doc in batch if coll == PREDICTIONS]
-        feedback = [doc for coll, doc in batch if coll == FEEDBACK]
+        predictions = [(doc, meta) for coll, doc, meta in batch if coll == PREDICTIONS]
+        feedback = [meta for coll, _, meta in batch if coll == FEEDBACK]
         if predictions:
             new = _insert_new(db[PREDICTIONS], predictions)
             self.stats.written += len(new)
@@ -289,33 +379,73 @@ class PredictionLog:
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        """Drain the queue (to MongoDB, or to the outbox), then stop the writer."""
+        """Drain the queue (to MongoDB, or to the outbox), then stop the writer. Safe to call twice."""
         self.flush(timeout)
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        leftover = []
+        leftover: list[Item] = []
         while True:
             try:
                 leftover.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         if leftover:
-            self.outbox.append(leftover)
+            self.outbox.append((i.collection, RawBSONDocument(i.raw)) for i in leftover)
             self.stats.outboxed += len(leftover)
+            counts: dict[int, int] = {}
+            for item in leftover:
+                counts[item.segment] = counts.get(item.segment, 0) + 1
+            self.journal.done(counts)
+        self.journal.close()
 
 
-def _insert_new(collection: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """insert_many that ignores duplicate ids and returns the documents that were actually new."""
+class _Deferred(Exception):
+    """MongoDB is known to be down, or older records still wait in the outbox."""
+
+
+@dataclass(frozen=True)
+class Item:
+    segment: int
+    collection: str
+    raw: bytes
+    doc: dict[str, Any]
+
+
+def entry(collection: str, doc: Any) -> bytes:
+    """One outbox/journal entry: the collection name and the document."""
+    return bson.encode({"c": collection, "d": doc})
+
+
+def _wrap(collection: str, raw: bytes) -> bytes:
+    return entry(collection, RawBSONDocument(raw))
+
+
+def _mtime(path: Path) -> float:
     try:
-        collection.insert_many(docs, ordered=False)
-        return docs
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _insert_new(collection: Any, docs: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """insert_many that ignores duplicate ids; returns the decoded fields of the documents that were new."""
+    try:
+        collection.insert_many([doc for doc, _ in docs], ordered=False)
+        return [meta for _, meta in docs]
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != _DUPLICATE_KEY for e in errors):
             raise
         duplicate = {e["index"] for e in errors}
-        return [doc for i, doc in enumerate(docs) if i not in duplicate]
+        return [meta for i, (_, meta) in enumerate(docs) if i not in duplicate]
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,36 @@
+"""The benchmark runs end to end in its tiny mode, so it cannot rot. It asserts behaviour, not speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from plugins.mlops_platform.settings import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test installs it)")
+
+
+def test_tiny_benchmark_prints_its_table_and_loses_nothing():
+    before = set((ROOT / "bench" / "results").glob("*.json"))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.bench", "--tiny", "--concurrency", "1,4", "--log-docs", "2000"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for needle in ("vs mlflow", "batch of 1,000 rows", "/statistics over", "lost 0"):
+        assert needle in result.stdout, needle
+    written = set((ROOT / "bench" / "results").glob("*.json")) - before
+    assert len(written) == 1
+    data = json.loads(written.pop().read_text())
+    assert {"ours@1", "mlflow@1", "ours_nolog@1", "ours@4"} <= set(data["summary"])
+    assert data["log_check"]["lost"] == 0 and data["log_check"]["served"] > 0
+    assert all(row["errors"] == 0 for row in data["summary"].values())
