@@ -59,6 +59,17 @@ def test_bad_predict_requests(client, name, kwargs, status, needle):
     assert needle in body["message"] or needle == body["error"], body
 
 
+def test_animated_gif_is_classified_by_its_first_frame(client):
+    from model.features import features_to_image
+
+    first = features_to_image(ROW).convert("P")
+    data = image_bytes(first, "GIF", save_all=True, append_images=[Image.new("P", first.size, 0)])
+    response = client.post("/predict", json={"image": b64(data)})
+    assert response.status_code == 200
+    single = client.post("/predict", json={"image": b64(image_bytes(first, "GIF"))})
+    assert response.json["predictions"][0]["label"] == single.json["predictions"][0]["label"]
+
+
 def test_image_over_one_megabyte(client):
     noisy = Image.effect_noise((1100, 1100), 100).convert("L")
     data = image_bytes(noisy, "BMP")

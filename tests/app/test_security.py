@@ -1,0 +1,76 @@
+"""Secrets stay out of the repository; limits and tokens are enforced."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+
+import pytest
+
+from plugins.mlops_platform.settings import ROOT, Settings
+
+SECRET_PATTERNS = [
+    re.compile(r"dhp_[A-Za-z0-9]{20,}"),  # DagsHub token
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS key id
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"),  # GitHub token
+    # an assignment of a long literal to something named like a secret
+    re.compile(r"(?i)(password|token|secret)\w*[ \t]*[:=][ \t]*['\"]?(?!change-me)[A-Za-z0-9][A-Za-z0-9_\-+]{15,}"),
+]
+
+
+def test_no_secret_in_tracked_files():
+    """tests/ is skipped: it holds throw-away credentials for the servers the test session starts."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert files, "not a git checkout"
+    found = []
+    for name in files:
+        if name.startswith("tests/") or name == "requirements.txt":
+            continue
+        text = (ROOT / name).read_text(errors="ignore") if (ROOT / name).is_file() else ""
+        for pattern in SECRET_PATTERNS:
+            for match in pattern.finditer(text):
+                found.append(f"{name}: {match.group(0)[:40]}")
+    assert not found, found
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_env_example_holds_only_placeholders():
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if re.match(r"^\w*(PASSWORD|TOKEN|SECRET|KEY)\w*=", line):
+            value = line.split("=", 1)[1]
+            assert value in ("", "change-me") or value.startswith("generate-"), line
+
+
+class CountingBody(io.BytesIO):
+    def __init__(self, size: int) -> None:
+        super().__init__(b"x" * size)
+        self.read_bytes = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.read_bytes += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001
+        n = super().readinto(buffer)
+        self.read_bytes += n
+        return n
+
+
+def test_body_limit_is_enforced_before_reading_the_body(client, app):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    body = CountingBody(limit * 2)
+    response = client.post("/predict", input_stream=body, content_type="application/json",
+                           headers={"Content-Length": str(limit * 2)})  # fmt: skip
+    assert response.status_code == 413 and response.json["error"] == "payload_too_large"
+    assert body.read_bytes == 0, f"{body.read_bytes} bytes were read before refusing the body"
+
+
+@pytest.mark.parametrize("field", ["admin_token", "airflow_admin_password"])
+def test_production_refuses_weak_secrets(field):
+    strong = {"admin_token": "a" * 32, "airflow_admin_password": "b" * 32}
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(_env_file=None, environment="production", **{**strong, field: "change-me"})
+    Settings(_env_file=None, environment="production", **strong)
