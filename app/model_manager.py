@@ -61,8 +61,15 @@ class ModelManager:
         return self._registry
 
     def start(self) -> None:
-        """Load the cached champion at once (if any), then let the poller follow the registry."""
+        """Load a champion before serving (cache first, else the registry), then follow the registry.
+
+        Loading before the worker accepts requests keeps a freshly started worker from answering 503
+        while its neighbours serve; when neither the cache nor the registry has a champion, the worker
+        starts anyway and the poller picks one up when it appears.
+        """
         self._load_cached()
+        if self.current is None:
+            self.refresh()
         self._thread.start()
 
     def stop(self) -> None:

@@ -153,17 +153,26 @@ def mongo(port: int, storage: str, log: Path) -> Service:
         finally:
             client.close()
 
+    command = [
+        str(BIN / "secantusd-py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--storage-path",
+        storage,
+        "--standalone",
+        "--cache-size",
+        "256M",
+        "--log-level",
+        "WARNING",
+    ]
+    if storage != ":memory:":
+        # without it a kill -9 can lose writes the server already acknowledged (and we deleted our copy)
+        command.append("--sync-on-commit")
     return Service(
         name="mongodb",
-        command=[
-            str(BIN / "secantusd-py"),
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--storage-path", storage,
-            "--standalone",
-            "--cache-size", "256M",
-            "--log-level", "WARNING",
-        ],
+        command=command,
         url=f"mongodb://127.0.0.1:{port}",
         log=log,
         healthy=healthy,
