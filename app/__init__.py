@@ -14,6 +14,10 @@ from plugins.mlops_platform.settings import Settings, registry_config
 log = logging.getLogger(__name__)
 
 
+class PlatformFlask(Flask):
+    from app.json import OrjsonProvider as json_provider_class  # noqa: N813
+
+
 def create_app(settings: Settings | None = None, *, start_background: bool = True, **overrides: Any) -> Flask:
     """Build the Flask app; `overrides` replace Settings fields (tests)."""
     from pymongo import MongoClient
@@ -28,11 +32,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     if overrides:
         settings = settings.model_copy(update=overrides)
 
-    app = Flask(__name__)
+    app = PlatformFlask(__name__)
     # Images are capped per file in the views; the whole body may hold a batch of rows.
     app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes * 2, settings.max_batch_rows * 64 * 12)
-    app.config["JSON_SORT_KEYS"] = False
-    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     client: MongoClient = MongoClient(
         settings.mongo_uri,
