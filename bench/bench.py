@@ -42,7 +42,7 @@ LUA = Path(__file__).with_name("post.lua")
 MODEL = "bench-digits"
 
 
-def wrk(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, Any]:
+def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, Any]:
     threads = max(1, min(2, connections))
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(LUA), url],
@@ -186,7 +186,7 @@ def load_log(db: Any, n: int, version: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench")
     parser.add_argument("--tiny", action="store_true", help="seconds, not minutes: checks the script works")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=None, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--log-docs", type=int, default=None, help="documents loaded before timing /statistics")

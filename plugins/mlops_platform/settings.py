@@ -18,7 +18,7 @@ ENV_FILE = os.environ.get("MLOPS_ENV_FILE", str(ROOT / ".env"))
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore")
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", env_parse_none_str="")
 
     environment: Literal["development", "production"] = "development"
 
