@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
 
 from plugins.mlops_platform.assets import SNAPSHOT
+from plugins.mlops_platform.dag_defaults import LIFECYCLE_ARGS, START_DATE
 
 
 @dag(
     dag_id="ingest_data",
     schedule="@daily",
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    default_args=LIFECYCLE_ARGS,
     tags=["mlops", "lifecycle"],
     doc_md="""
     Loads the source named in `config/params.yaml` (digits or an image folder) and any feedback

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
+
+from plugins.mlops_platform.dag_defaults import LIFECYCLE_ARGS, START_DATE
 
 
 @dag(
     dag_id="ml_pipeline",
     schedule=None,
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    default_args=LIFECYCLE_ARGS,
     tags=["mlops", "lifecycle"],
     doc_md="""
     The whole lifecycle as one run: the same steps as `ingest_data`, `train_model` and

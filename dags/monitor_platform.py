@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import TriggerRule, dag, task
+
+from plugins.mlops_platform.dag_defaults import MONITORING_ARGS, START_DATE
 
 
 @dag(
     dag_id="monitor_platform",
     schedule="@daily",
-    start_date=datetime(2026, 1, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
+    default_args=MONITORING_ARGS,
     tags=["mlops", "monitoring"],
     doc_md="""
     One task per check, each failing on its own so the grid shows what broke:
