@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: up down status logs test test-faults lint lock install browser bench-deps rollback bench clean
+.PHONY: up down status logs test test-faults lint lock install browser bench-deps rollback bench bench-pipeline clean
 
 up: install .env
 	@echo "Starting the stack (data under var/, logs under var/log/) ..."
@@ -58,6 +58,10 @@ bench-deps:
 
 bench: install bench-deps
 	@$(PY) -m bench.bench
+
+# seconds per lifecycle step (ingest -> train -> validate) on digits
+bench-pipeline: install
+	@$(PY) -m bench.pipeline
 
 lint: install
 	$(BIN)/ruff check .
