@@ -22,11 +22,12 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     """Build the Flask app; `overrides` replace Settings fields (tests)."""
     from pymongo import MongoClient
 
+    from app.batch_dispatch import BatchDispatcher
     from app.errors import register_error_handlers
     from app.metrics import Metrics
     from app.model_manager import ModelManager
     from app.prediction_log import PredictionLog
-    from app.views import api, pages
+    from app.views import api, batches, pages
 
     settings = settings or Settings()
     if overrides:
@@ -58,16 +59,31 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         flush_seconds=settings.log_flush_seconds,
     )
     app.extensions.update(
-        settings=settings, mongo=client, db=db, models=models, prediction_log=prediction_log, metrics=Metrics()
+        settings=settings,
+        mongo=client,
+        db=db,
+        models=models,
+        prediction_log=prediction_log,
+        metrics=Metrics(),
+        batch_trigger=batches.trigger_with_airflow(settings),
     )
+    dispatcher = BatchDispatcher(
+        lambda: db,
+        lambda: app.extensions["batch_trigger"],
+        retry_seconds=settings.batch_trigger_retry_seconds,
+        give_up_seconds=settings.batch_trigger_give_up_seconds,
+    )
+    app.extensions["batch_dispatcher"] = dispatcher
 
     register_error_handlers(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(batches.bp)
     app.register_blueprint(pages.bp)
 
     if start_background:
         prediction_log.start()
         models.start()
+        dispatcher.start()
         threading.Thread(target=_ensure_indexes, args=(db, settings), name="ensure-indexes", daemon=True).start()
         atexit.register(shutdown, app)
     return app
@@ -76,6 +92,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 def shutdown(app: Flask) -> None:
     """Flush the prediction log and stop background threads (gunicorn worker exit, tests)."""
     app.extensions["models"].stop()
+    app.extensions["batch_dispatcher"].stop()
     app.extensions["prediction_log"].close()
     app.extensions["mongo"].close()
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from flask import Request
 
 from app.errors import ApiError, InvalidInput, PayloadTooLarge, UnsupportedMedia, from_image_error
 from model.errors import ImageError
 from model.features import MAX_VALUE, N_FEATURES, decode_image, image_to_features
+from model.tabular import Schema
 
 _WHITESPACE = re.compile(rb"\s+")
 _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,")
@@ -22,14 +26,28 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,")
 
 @dataclass(frozen=True)
 class Inputs:
-    X: np.ndarray  # (n, 64)
-    rows: list[list[float]]  # the same rows as lists, stored with each record
+    X: Any  # images: an (n, 64) array; tables: a DataFrame in the schema's column order
+    rows: list[Any]  # the same rows as lists (images) or dicts (tables), stored with each record
     input_hashes: list[str]
     images: list[bytes | None]
 
 
-def parse_predict(request: Request, max_rows: int, max_image_bytes: int, max_pixels: int) -> Inputs:
-    """A multipart file, JSON {"image": base64}, or JSON {"instances": [[64 numbers], ...]}."""
+def parse_predict(
+    request: Request, max_rows: int, max_image_bytes: int, max_pixels: int, schema: Schema | None = None
+) -> Inputs:
+    """A multipart file, JSON {"image": base64}, or JSON {"instances": [[64 numbers], ...]}.
+
+    A tabular model (one with a schema) takes only JSON {"instances": [{"column": value, ...}, ...]}.
+    """
+    if schema is not None:
+        body = json_body(request)
+        if "instances" not in body:
+            example = {c.name: "..." for c in schema.columns[:3]}
+            raise InvalidInput(
+                f'this model scores table rows: send {{"instances": [{json.dumps(example)[:-1]}, ...}}]}}',
+                field="instances",
+            )
+        return from_records(body["instances"], schema, max_rows)
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file") or request.files.get("image")
         if upload is None:
@@ -120,6 +138,57 @@ def from_instances(instances: Any, max_rows: int) -> Inputs:
         )
     hashes = [hashlib.sha256(X[i].tobytes()).hexdigest()[:32] for i in range(len(X))]
     return Inputs(X=X, rows=X.tolist(), input_hashes=hashes, images=[None] * len(X))
+
+
+def from_records(instances: Any, schema: Schema, max_rows: int) -> Inputs:
+    """Rows as objects keyed by column, each checked against the model's schema; errors name the field."""
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput("instances must be a non-empty list of objects, one per row", field="instances")
+    if len(instances) > max_rows:
+        raise InvalidInput(
+            f"instances has {len(instances):,} rows; at most {max_rows:,} per request (use POST /batches for more)",
+            field="instances",
+        )
+    names = schema.names
+    known = set(names)
+    rows = []
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise InvalidInput(
+                f"instances[{i}] must be an object with the columns {names}, got {type(row).__name__}",
+                field=f"instances[{i}]",
+            )
+        missing = [name for name in names if name not in row]
+        if missing:
+            raise InvalidInput(f"instances[{i}] lacks the columns {missing}", field=f"instances[{i}].{missing[0]}")
+        unknown = [key for key in row if key not in known]
+        if unknown:
+            raise InvalidInput(
+                f"instances[{i}].{unknown[0]} is not a column of this model (its columns: {names})",
+                field=f"instances[{i}].{unknown[0]}",
+            )
+        clean: dict[str, float | str] = {}
+        for column in schema.columns:
+            value = row[column.name]
+            where = f"instances[{i}].{column.name}"
+            if column.kind == "numeric":
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    raise InvalidInput(f"{where} is {value!r}; it must be a finite number", field=where)
+                if (column.min is not None and value < column.min) or (column.max is not None and value > column.max):
+                    raise InvalidInput(
+                        f"{where} is {value}; it must be within [{column.min}, {column.max}]", field=where
+                    )
+                clean[column.name] = float(value)
+            else:
+                if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+                    raise InvalidInput(
+                        f"{where} is {value!r}; it must be a category such as {(column.categories or ['...'])[:5]}",
+                        field=where,
+                    )
+                clean[column.name] = str(value)
+        rows.append(clean)
+    hashes = [hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:32] for row in rows]
+    return Inputs(X=pd.DataFrame(rows, columns=names), rows=rows, input_hashes=hashes, images=[None] * len(rows))
 
 
 def _first_non_number(instances: list[Any]) -> tuple[int, int]:

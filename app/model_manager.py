@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from model.registry import CHAMPION, Registry, RegistryConfig
+from model.tabular import Schema
 
 log = logging.getLogger(__name__)
 POINTER = "champion.json"
@@ -32,8 +33,10 @@ class LoadedModel:
     name: str
     version: str
     pipeline: Any
-    labels: list[int]
+    labels: list[Any]
     info: dict[str, Any]
+    task: str = "image"
+    schema: Schema | None = None  # tabular models: the columns each row must carry
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -175,18 +178,31 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
     raw_example = meta.load_input_example(str(path))
     if raw_example is None:
         raise ValueError(f"version {version} has no input example to smoke-test")
-    example = np.asarray(raw_example, dtype=np.float64)
+    metadata = meta.metadata or {}
+    task = str(metadata.get("task", "image"))
+    schema = Schema.from_dict(metadata["schema"]) if metadata.get("schema") else None
+    if task == "tabular" and schema is None:
+        raise ValueError(f"version {version} is a tabular model without a schema in its MLmodel metadata")
+    example = raw_example if task == "tabular" else np.asarray(raw_example, dtype=np.float64)
     proba = pipeline.predict_proba(example)
-    if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
+    if proba.shape[0] != len(example) or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError(f"version {version} failed its smoke test on the input example")
     signature = meta.signature.to_dict() if meta.signature else None
-    full_info = {**info, "signature": signature, "load_seconds": round(time.perf_counter() - started, 3)}
+    full_info = {
+        **info,
+        "task": task,
+        "signature": signature,
+        "schema": schema.to_dict() if schema else None,
+        "load_seconds": round(time.perf_counter() - started, 3),
+    }
     return LoadedModel(
         name=name,
         version=version,
         pipeline=pipeline,
-        labels=[int(c) for c in pipeline.classes_],
+        labels=pipeline.classes_.tolist(),
         info=full_info,
+        task=task,
+        schema=schema,
     )
 
 

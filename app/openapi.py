@@ -8,6 +8,8 @@ from typing import Any
 from flask import Flask
 
 _ROW = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 16}, "minItems": 64, "maxItems": 64}
+_LABEL = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+_TABLE_ROW = {"type": "object", "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "string"}]}}
 _ERROR = {
     "type": "object",
     "required": ["error", "message"],
@@ -21,6 +23,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "required": ["instances"],
                 "properties": {"instances": {"type": "array", "items": _ROW, "minItems": 1}},
+            },
+            {
+                "type": "object",
+                "required": ["instances"],
+                "description": "tabular models: one object per row, keyed by column",
+                "properties": {"instances": {"type": "array", "items": _TABLE_ROW, "minItems": 1}},
             },
             {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "format": "byte"}}},
         ]
@@ -36,7 +44,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "required": ["id", "label", "confidence", "probabilities"],
                     "properties": {
                         "id": {"type": "string", "format": "uuid"},
-                        "label": {"type": "integer"},
+                        "label": _LABEL,
                         "confidence": {"type": "number"},
                         "probabilities": {"type": "array", "items": {"type": "number"}},
                     },
@@ -47,7 +55,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "properties": {
                     "name": {"type": "string"},
                     "version": {"type": "string"},
-                    "labels": {"type": "array", "items": {"type": "integer"}},
+                    "labels": {"type": "array", "items": _LABEL},
                 },
             },
             "latency_ms": {"type": "number"},
@@ -65,21 +73,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "id": {"type": "string"},
             "uuid": {"type": "string"},
-            "prediction": {"type": "integer"},
-            "label": {"type": "integer"},
+            "prediction": _LABEL,
+            "label": _LABEL,
             "confidence": {"type": "number"},
             "model_name": {"type": "string"},
             "model_version": {"type": "string"},
             "ts": {"type": "string"},
-            "features": {"type": "array", "items": {"type": "number"}},
+            "features": {"anyOf": [{"type": "array", "items": {"type": "number"}}, _TABLE_ROW]},
         },
     },
-    "FeedbackRequest": {"type": "object", "required": ["label"], "properties": {"label": {"type": "integer"}}},
+    "FeedbackRequest": {"type": "object", "required": ["label"], "properties": {"label": _LABEL}},
     "FeedbackResponse": {
         "type": "object",
         "properties": {
             "prediction_id": {"type": "string"},
-            "label": {"type": "integer"},
+            "label": _LABEL,
             "correct": {"type": "boolean"},
         },
     },
@@ -92,11 +100,29 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Statistics": {"type": "object", "required": ["total", "errors", "per_label", "latency_ms"]},
     "Reload": {"type": "object", "required": ["changed"]},
     "MonitoringReport": {"type": "object", "required": ["status", "checks"]},
+    "BatchUpload": {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary", "description": ".csv, .parquet or .zip"}},
+    },
+    "Batch": {
+        "type": "object",
+        "required": ["id", "status"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"type": "string", "enum": ["pending", "running", "succeeded", "failed"]},
+            "rows": {"type": "integer"},
+            "scored": {"type": "integer"},
+            "model_version": {"type": "string"},
+            "error": {"type": "string", "nullable": True},
+        },
+    },
 }
 _DESCRIPTIONS = {
     400: "Malformed request",
     401: "Missing or wrong API key / admin token",
     404: "Not found",
+    409: "Not ready yet (e.g. a batch that has not succeeded)",
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Invalid input: the message names the field",
@@ -134,7 +160,10 @@ def openapi_document(app: Flask) -> dict[str, Any]:
                 )
             if params:
                 operation["parameters"] = params
-            if spec["request"]:
+            if spec["request"] == "BatchUpload":
+                schema_ref = {"schema": {"$ref": "#/components/schemas/BatchUpload"}}
+                operation["requestBody"] = {"required": True, "content": {"multipart/form-data": schema_ref}}
+            elif spec["request"]:
                 content: dict[str, Any] = {
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{spec['request']}"}}
                 }
@@ -146,7 +175,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             ok: dict[str, Any] = {"description": "OK"}
             if spec["response"]:
                 ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{spec['response']}"}}}
-            responses: dict[str, Any] = {"200": ok}
+            responses: dict[str, Any] = {"202" if spec["request"] == "BatchUpload" else "200": ok}
             for status in (*spec["errors"], 400) if spec["request"] else spec["errors"]:
                 responses[str(status)] = {
                     "description": _DESCRIPTIONS[status],

@@ -33,16 +33,13 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import ReplaceOne, UpdateOne
+from pymongo import ReplaceOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import PyMongoError
 
-from model.statistics import rollup_increments
-from model.store import FEEDBACK, PREDICTIONS, ROLLUPS
+from model.store import FEEDBACK, PREDICTIONS, insert_predictions
 
 log = logging.getLogger(__name__)
-
-_DUPLICATE_KEY = 11000
 
 
 @dataclass
@@ -353,15 +350,9 @@ class PredictionLog:
         predictions = [(doc, meta) for coll, doc, meta in batch if coll == PREDICTIONS]
         feedback = [meta for coll, _, meta in batch if coll == FEEDBACK]
         if predictions:
-            new = _insert_new(db[PREDICTIONS], predictions)
-            self.stats.written += len(new)
-            self.stats.duplicates += len(predictions) - len(new)
-            increments = rollup_increments(new)
-            if increments:
-                db[ROLLUPS].bulk_write(
-                    [UpdateOne({"_id": key}, update, upsert=True) for key, update in increments.items()],
-                    ordered=False,
-                )
+            new = insert_predictions(db, predictions)
+            self.stats.written += new
+            self.stats.duplicates += len(predictions) - new
         if feedback:
             db[FEEDBACK].bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in feedback])
 
@@ -436,19 +427,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
-
-
-def _insert_new(collection: Any, docs: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """insert_many that ignores duplicate ids; returns the decoded fields of the documents that were new."""
-    try:
-        collection.insert_many([doc for doc, _ in docs], ordered=False)
-        return [meta for _, meta in docs]
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
-            raise
-        duplicate = {e["index"] for e in errors}
-        return [meta for i, (_, meta) in enumerate(docs) if i not in duplicate]
 
 
 def _alive(pid: int) -> bool:

@@ -86,6 +86,7 @@ class Bench:
             "MODEL_NAME": MODEL,
             "MODEL_CACHE_DIR": str(self.dir / name / "cache"),
             "OUTBOX_DIR": str(self.dir / name / "outbox"),
+            "BATCHES_DIR": str(self.dir / name / "batches"),
             "LOG_PREDICTIONS": str(log_predictions).lower(),
         }
         service = services.app(services.free_port(), self.dir / f"{name}.log", env=env, workers=2)

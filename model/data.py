@@ -6,6 +6,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -19,8 +20,8 @@ MAX_FOLDER_IMAGE_PIXELS = 50_000_000
 
 @dataclass(frozen=True)
 class Dataset:
-    X: np.ndarray  # (n, 64) float64, 0-16
-    y: np.ndarray  # (n,) int64
+    X: Any  # images: (n, 64) float64 array, 0-16; tables: a typed DataFrame
+    y: np.ndarray  # (n,) int64, or object for string classes
     origins: list[str] = field(default_factory=list)  # where each row came from, for error messages
 
     def __len__(self) -> int:
@@ -140,7 +141,8 @@ def split(data: Dataset, holdout_fraction: float, seed: int) -> tuple[Dataset, D
 
 def _take(data: Dataset, idx: np.ndarray) -> Dataset:
     origins = [data.origins[i] for i in idx] if data.origins else []
-    return Dataset(X=data.X[idx], y=data.y[idx], origins=origins)
+    X = data.X.iloc[idx].reset_index(drop=True) if hasattr(data.X, "iloc") else data.X[idx]
+    return Dataset(X=X, y=data.y[idx], origins=origins)
 
 
 def reference_profile(data: Dataset, labels: list[int], bins: int) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
@@ -27,7 +28,7 @@ class Metrics:
         return asdict(self)
 
 
-def evaluate(model: object, X: np.ndarray, y: np.ndarray, labels: list[int]) -> Metrics:
+def evaluate(model: object, X: Any, y: np.ndarray, labels: list[Any]) -> Metrics:
     predicted = model.predict(X)  # type: ignore[attr-defined]
     recalls = recall_score(y, predicted, labels=labels, average=None, zero_division=0)
     return Metrics(
@@ -72,3 +73,27 @@ def behavioural_checks(
     checks["shift_accuracy_drop"] = round(drop, 6)
     checks["robust_to_shift"] = bool(drop <= max_shift_drop)
     return checks
+
+
+def table_behavioural_checks(model: object, example: Any, schema: dict[str, Any]) -> dict[str, object]:
+    """Predicts its own input example, and still answers when every categorical value is one it never saw."""
+    checks: dict[str, object] = {}
+    for name, frame in (
+        ("predicts_example", example),
+        ("handles_unknown_categories", _unseen_categories(example, schema)),
+    ):
+        try:
+            proba = model.predict_proba(frame)  # type: ignore[attr-defined]
+            checks[name] = bool(proba.shape[0] == len(frame) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-6))
+        except Exception as exc:  # any failure here is the finding, recorded as a failed check
+            checks[name] = False
+            checks[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+    return checks
+
+
+def _unseen_categories(example: Any, schema: dict[str, Any]) -> Any:
+    changed = example.copy()
+    for column in schema["columns"]:
+        if column["kind"] == "categorical":
+            changed[column["name"]] = "__never_seen__"
+    return changed

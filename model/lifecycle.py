@@ -6,7 +6,9 @@ CLI can call it in a line or two.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ import numpy as np
 from pymongo.database import Database
 
 from model import data as datasets
+from model import tabular
 from model.errors import DataValidationError, NothingToRollBack
-from model.evaluate import Metrics, behavioural_checks, evaluate
+from model.evaluate import Metrics, behavioural_checks, evaluate, table_behavioural_checks
 from model.params import Params
 from model.promotion import decide_promotion
 from model.registry import (
@@ -36,6 +39,8 @@ EXAMPLE_ROWS = 5
 
 def ingest(params: Params, data_dir: Path, db: Database | None) -> dict[str, Any]:
     """Load the configured source (+ feedback), validate it, and write a content-hashed snapshot."""
+    if params.task == "tabular":
+        return ingest_table(params, data_dir)
     p = params.data
     if p.source == "digits":
         dataset = datasets.load_digits_dataset()
@@ -60,30 +65,76 @@ def ingest(params: Params, data_dir: Path, db: Database | None) -> dict[str, Any
         "validation": report,
         "seed": p.seed,
         "holdout_fraction": p.holdout_fraction,
+        "task": "image",
+        "labels": p.labels,
     }
     path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest)
     log.info("snapshot %s: %d rows (%d from feedback)", digest, len(dataset), feedback_rows)
     return {"hash": digest, "path": str(path), "rows": len(dataset), "feedback_rows": feedback_rows}
 
 
+def ingest_table(params: Params, data_dir: Path) -> dict[str, Any]:
+    """Read the table, infer its schema (or enforce the pinned one), validate, and snapshot it."""
+    p, t = params.data, params.tabular
+    frame = tabular.read_table(t.source)
+    inferred = tabular.infer_schema(frame, t)
+    pin = data_dir / "schemas" / f"{_slug(t.source)}--{_slug(t.target)}.json"
+    schema = inferred
+    if t.pin_schema and pin.exists():
+        schema = tabular.Schema.from_dict(json.loads(pin.read_text()))
+        tabular.check_compatible(schema, inferred)
+        log.info("enforcing the schema pinned at %s", pin)
+    X, y = tabular.enforce_schema(frame, schema)
+    report = tabular.validate_table(X, y, schema, p.min_samples_per_class, p.max_class_imbalance)
+    if t.pin_schema and not pin.exists():
+        pin.parent.mkdir(parents=True, exist_ok=True)
+        pin.write_text(json.dumps(schema.to_dict(), indent=2))
+        log.info("pinned the inferred schema at %s", pin)
+    dataset = datasets.Dataset(X=X, y=y)
+    train_set, holdout = datasets.split(dataset, p.holdout_fraction, p.seed)
+    digest = tabular.table_hash(X, y)[:16] + f"-s{p.seed}-h{int(p.holdout_fraction * 100)}"
+    manifest = {
+        "source": t.source,
+        "feedback_rows": 0,
+        "train_rows": len(train_set),
+        "holdout_rows": len(holdout),
+        "validation": report,
+        "seed": p.seed,
+        "holdout_fraction": p.holdout_fraction,
+        "task": "tabular",
+        "labels": schema.classes,
+        "schema_path": str(pin) if t.pin_schema else None,
+    }
+    profile = tabular.reference_profile(train_set.X, train_set.y, schema, p.profile_bins)
+    path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest, schema=schema.to_dict())
+    log.info("snapshot %s: %d rows, %d columns", digest, len(dataset), len(schema.columns))
+    return {"hash": digest, "path": str(path), "rows": len(dataset), "feedback_rows": 0}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[-80:] or "table"
+
+
 def train_and_register(params: Params, snapshot_path: Path, registry: Registry) -> dict[str, Any]:
     """Fit the configured Pipeline on the snapshot, log everything to MLflow, register it as challenger."""
     snap = read_snapshot(snapshot_path)
-    labels = params.data.labels
+    labels = snap.labels
+    pipeline = build_pipeline(params.train, params.data.seed)
+    if snap.schema is not None:
+        pipeline = tabular.with_preprocessor(pipeline, tabular.Schema.from_dict(snap.schema))
     pipeline = train(
-        build_pipeline(params.train, params.data.seed),
-        snap.train.X,
-        snap.train.y,
-        augment_shifts=params.train.augment_shifts,
+        pipeline, snap.train.X, snap.train.y, augment_shifts=params.train.augment_shifts and snap.schema is None
     )
     metrics = evaluate(pipeline, snap.holdout.X, snap.holdout.y, labels)
     example = snap.holdout.X[:EXAMPLE_ROWS]
+    task = "tabular" if snap.schema is not None else "image"
     version = registry.log_and_register(
         pipeline,
         params={
             "estimator": params.train.estimator,
             **{f"hp_{k}": v for k, v in params.train.hyperparameters.items()},
-            "augment_shifts": params.train.augment_shifts,
+            "augment_shifts": params.train.augment_shifts and task == "image",
+            "task": task,
             "seed": params.data.seed,
             "dataset_hash": snap.hash,
             "train_rows": len(snap.train),
@@ -100,9 +151,11 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry) 
             "snapshot_manifest.json": snap.manifest,
             "holdout_metrics.json": metrics.as_dict(),
             EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},
+            **({"schema.json": snap.schema} if snap.schema else {}),
         },
+        metadata={"task": task, "schema": snap.schema} if snap.schema else {"task": task},
     )
-    registry.tag_version(version.version, {"holdout_accuracy": metrics.accuracy})
+    registry.tag_version(version.version, {"holdout_accuracy": metrics.accuracy, "task": task})
     registry.set_alias(CHALLENGER, version.version)
     return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, "accuracy": metrics.accuracy}
 
@@ -112,13 +165,22 @@ def validate_and_promote(
 ) -> dict[str, Any]:
     """Evaluate challenger and champion on the same holdout; move `champion` only if the gate passes."""
     snap = read_snapshot(snapshot_path)
-    labels = params.data.labels
+    labels = snap.labels
     challenger = registry.load_model(version, cache_dir / f"v{version}")
     challenger_metrics = evaluate(challenger, snap.holdout.X, snap.holdout.y, labels)
-    behaviour = behavioural_checks(
-        challenger, snap.holdout.X[:EXAMPLE_ROWS], snap.holdout.X, snap.holdout.y, params.promotion.max_shift_drop
-    )
+    if snap.schema is None:
+        behaviour = behavioural_checks(
+            challenger, snap.holdout.X[:EXAMPLE_ROWS], snap.holdout.X, snap.holdout.y, params.promotion.max_shift_drop
+        )
+    else:
+        behaviour = table_behavioural_checks(challenger, snap.holdout.X[:EXAMPLE_ROWS], snap.schema)
     champion_info = registry.by_alias(CHAMPION)
+    task = "tabular" if snap.schema is not None else "image"
+    if champion_info is not None and champion_info.tags.get("task", "image") != task:
+        raise DataValidationError(
+            f"the champion of {registry.config.model_name} is an {champion_info.tags.get('task', 'image')} model and "
+            f"this snapshot is {task} data: give each task kind its own MODEL_NAME"
+        )
     champion_metrics: Metrics | None = None
     if champion_info is not None and champion_info.version != version:
         champion = registry.load_model(champion_info.version, cache_dir / f"v{champion_info.version}")
@@ -181,7 +243,7 @@ def rollback(registry: Registry, db: Database) -> dict[str, Any]:
     return {"champion": previous.version, "previous": champion.version if champion else None, "reason": reason}
 
 
-def confusion_figure(metrics: Metrics, labels: list[int]) -> Any:
+def confusion_figure(metrics: Metrics, labels: list[Any]) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -32,6 +32,24 @@ def feature_psi(profile: dict[str, Any], X: np.ndarray) -> list[float]:
     return values
 
 
+def column_psi(profile: dict[str, Any], rows: list[dict[str, Any]]) -> list[float]:
+    """PSI of every column of a tabular profile: numeric on its quantile bins, categorical on category shares."""
+    from model.tabular import current_counts
+
+    values = []
+    for column in profile["columns"]:
+        reference = np.asarray([*column["counts"], *([0] if column["kind"] == "categorical" else [])])
+        current = current_counts(column, [row.get(column["name"]) for row in rows])
+        values.append(round(psi(reference, current), 6))
+    return values
+
+
+def feature_names(profile: dict[str, Any]) -> list[str]:
+    if profile.get("kind") == "tabular":
+        return [c["name"] for c in profile["columns"]]
+    return [f"feature {j}" for j in range(len(profile["feature_histograms"]))]
+
+
 def label_shift_pvalue(reference_counts: list[int], predicted_counts: list[int]) -> float:
     """Chi-square test of predicted labels against the training label distribution."""
     observed = np.asarray(predicted_counts, dtype=np.float64)
@@ -41,18 +59,22 @@ def label_shift_pvalue(reference_counts: list[int], predicted_counts: list[int])
 
 
 def drift_check(
-    profile: dict[str, Any], X: np.ndarray, labels: list[int], confidences: list[float], params: MonitoringParams
+    profile: dict[str, Any], X: Any, labels: list[Any], confidences: list[float], params: MonitoringParams
 ) -> dict[str, Any]:
-    """PSI per feature, label-distribution shift and low-confidence share, with a status."""
-    n = int(X.shape[0])
+    """PSI per feature, label-distribution shift and low-confidence share, with a status.
+
+    X holds the served inputs: an (n, 64) array for images, a list of row dicts for tables.
+    """
+    n = len(X)
     if n < params.min_predictions_for_drift:
         return {
             "status": SKIPPED,
             "message": f"{n} predictions in the window; drift needs at least {params.min_predictions_for_drift}",
             "predictions": n,
         }
-    psis = feature_psi(profile, X)
-    counts = [int(sum(1 for v in labels if v == label)) for label in profile["labels"]]
+    psis = column_psi(profile, X) if profile.get("kind") == "tabular" else feature_psi(profile, X)
+    names = feature_names(profile)
+    counts = [int(sum(1 for v in labels if str(v) == str(label))) for label in profile["labels"]]
     pvalue = label_shift_pvalue(profile["label_counts"], counts)
     low_share = float(np.mean(np.asarray(confidences) < params.low_confidence))
     max_psi = max(psis)
@@ -61,10 +83,10 @@ def drift_check(
     problems, warnings = [], []
     if over_alert:
         problems.append(
-            f"drift: PSI over {params.psi_alert} on {len(over_alert)} features (max {max_psi:.3f} on feature {worst})"
+            f"drift: PSI over {params.psi_alert} on {len(over_alert)} features (max {max_psi:.3f} on {names[worst]})"
         )
     elif max_psi > params.psi_warn:
-        warnings.append(f"drift: PSI {max_psi:.3f} on feature {worst} is over the warning level {params.psi_warn}")
+        warnings.append(f"drift: PSI {max_psi:.3f} on {names[worst]} is over the warning level {params.psi_warn}")
     if pvalue < params.chi2_p_alert:
         problems.append(f"drift: predicted-label distribution shifted (chi-square p={pvalue:.2e})")
     if low_share > params.low_confidence_share_alert:
@@ -78,6 +100,7 @@ def drift_check(
         "message": "; ".join(problems + warnings) or f"no drift (max PSI {max_psi:.3f})",
         "predictions": n,
         "psi": psis,
+        "features": names,
         "max_psi": round(max_psi, 6),
         "features_over_alert": len(over_alert),
         "label_counts": counts,

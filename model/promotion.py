@@ -31,7 +31,9 @@ def decide_promotion(
         )
     if not behaviour.get("predicts_example"):
         failures.append("it cannot predict its own input example")
-    if not behaviour.get("robust_to_shift"):
+    if "handles_unknown_categories" in behaviour and not behaviour["handles_unknown_categories"]:
+        failures.append("it fails on categories it did not see in training")
+    if "robust_to_shift" in behaviour and not behaviour["robust_to_shift"]:
         failures.append(
             f"a one-pixel shift costs {behaviour.get('shift_accuracy_drop')} accuracy (allowed {params.max_shift_drop})"
         )

@@ -191,11 +191,12 @@ class Registry:
         params: dict[str, Any],
         metrics: dict[str, float],
         dataset: dict[str, Any],
-        X_train: np.ndarray,
+        X_train: Any,
         y_train: np.ndarray,
-        input_example: np.ndarray,
+        input_example: Any,
         figures: dict[str, Any],
         artifacts: dict[str, dict[str, Any]],
+        metadata: dict[str, Any] | None = None,
     ) -> VersionInfo:
         """One MLflow run: params, metrics, dataset input, figures, model; then a new registered version."""
         import mlflow
@@ -208,9 +209,16 @@ class Registry:
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
             mlflow.log_metrics(metrics)
             mlflow.set_tags({"dataset_hash": dataset["hash"], "dataset_source": dataset["source"]})
-            ds = mlflow.data.from_numpy(  # type: ignore[attr-defined]
-                X_train, targets=y_train, source=dataset["path"], name=f"snapshot-{dataset['hash'][:12]}"
-            )
+            name = f"snapshot-{dataset['hash'][:12]}"
+            if hasattr(X_train, "columns"):  # a table
+                frame = X_train.assign(__target__=y_train)
+                ds = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+                    frame, targets="__target__", source=dataset["path"], name=name
+                )
+            else:
+                ds = mlflow.data.from_numpy(  # type: ignore[attr-defined]
+                    X_train, targets=y_train, source=dataset["path"], name=name
+                )
             mlflow.log_input(ds, context="training", tags={"content_hash": dataset["hash"]})
             for name, figure in figures.items():
                 mlflow.log_figure(figure, name)
@@ -225,6 +233,7 @@ class Registry:
                 pip_requirements=_pip_requirements(),
                 serialization_format="cloudpickle",
                 registered_model_name=self.config.model_name,
+                metadata=metadata,
             )
             version = str(info.registered_model_version)
             log.info("registered %s version %s from run %s", self.config.model_name, version, run.info.run_id)

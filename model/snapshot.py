@@ -23,10 +23,23 @@ class Snapshot:
     holdout: Dataset
     profile: dict[str, Any]
     manifest: dict[str, Any]
+    schema: dict[str, Any] | None = None  # tabular snapshots only
+
+    @property
+    def labels(self) -> list[Any]:
+        if "labels" in self.manifest:
+            return list(self.manifest["labels"])
+        return np.unique(self.train.y).tolist()  # snapshots written before labels were recorded
 
 
 def write_snapshot(
-    root: Path, digest: str, train: Dataset, holdout: Dataset, profile: dict[str, Any], manifest: dict[str, Any]
+    root: Path,
+    digest: str,
+    train: Dataset,
+    holdout: Dataset,
+    profile: dict[str, Any],
+    manifest: dict[str, Any],
+    schema: dict[str, Any] | None = None,
 ) -> Path:
     """Write `root/snapshots/<digest>` once, atomically; an existing snapshot is left as it is."""
     final = root / "snapshots" / digest
@@ -35,8 +48,13 @@ def write_snapshot(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=final.parent))
     try:
-        np.savez_compressed(tmp / "train.npz", X=train.X, y=train.y)
-        np.savez_compressed(tmp / "holdout.npz", X=holdout.X, y=holdout.y)
+        if schema is None:
+            np.savez_compressed(tmp / "train.npz", X=train.X, y=train.y)
+            np.savez_compressed(tmp / "holdout.npz", X=holdout.X, y=holdout.y)
+        else:
+            _write_table(tmp / "train.parquet", train)
+            _write_table(tmp / "holdout.parquet", holdout)
+            (tmp / "schema.json").write_text(json.dumps(schema, indent=2))
         (tmp / "profile.json").write_text(json.dumps(profile))
         (tmp / "manifest.json").write_text(json.dumps({**manifest, "hash": digest}, indent=2, default=str))
         for child in tmp.iterdir():
@@ -54,6 +72,16 @@ def write_snapshot(
 
 def read_snapshot(path: Path) -> Snapshot:
     manifest = json.loads((path / "manifest.json").read_text())
+    if (path / "schema.json").exists():
+        return Snapshot(
+            path=path,
+            hash=manifest["hash"],
+            train=_read_table(path / "train.parquet"),
+            holdout=_read_table(path / "holdout.parquet"),
+            profile=json.loads((path / "profile.json").read_text()),
+            manifest=manifest,
+            schema=json.loads((path / "schema.json").read_text()),
+        )
     with np.load(path / "train.npz") as train, np.load(path / "holdout.npz") as holdout:
         return Snapshot(
             path=path,
@@ -63,3 +91,21 @@ def read_snapshot(path: Path) -> Snapshot:
             profile=json.loads((path / "profile.json").read_text()),
             manifest=manifest,
         )
+
+
+_TARGET = "__target__"
+
+
+def _write_table(path: Path, data: Dataset) -> None:
+    frame = data.X.assign(**{_TARGET: list(data.y)})
+    frame.to_parquet(path, index=False)
+
+
+def _read_table(path: Path) -> Dataset:
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    y = frame.pop(_TARGET).to_numpy()
+    if y.dtype == object and all(isinstance(v, int) for v in y):
+        y = y.astype(np.int64)
+    return Dataset(X=frame, y=y)

@@ -53,9 +53,10 @@ def rollup_increments(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, 
             continue
         inc["count"] += 1
         inc["confidence_sum"] += record["confidence"]
-        inc["latency_sum_ms"] += record["latency_ms"]
         inc[f"confidence_hist.{confidence_bucket(record['confidence'])}"] += 1
-        inc[f"latency_hist.{latency_bucket(record['latency_ms'])}"] += 1
+        if record.get("latency_ms") is not None:  # batch rows have no request latency of their own
+            inc["latency_sum_ms"] += record["latency_ms"]
+            inc[f"latency_hist.{latency_bucket(record['latency_ms'])}"] += 1
     return {key: {"$inc": dict(inc), "$setOnInsert": meta[key]} for key, inc in grouped.items()}
 
 
@@ -116,7 +117,7 @@ def summarize(
         "low_confidence_share": low_confidence_share([int(v) for v in confidence_hist], low_confidence),
         "confidence_histogram": [int(v) for v in confidence_hist],
         "latency_ms": {
-            "mean": round(latency_sum / total, 3) if total else None,
+            "mean": round(latency_sum / timed, 3) if (timed := sum(latency_hist)) else None,
             "p50": percentile(latency_hist, 0.50),
             "p95": percentile(latency_hist, 0.95),
             "p99": percentile(latency_hist, 0.99),

@@ -12,12 +12,14 @@ from pymongo.database import Database
 from model.data import Dataset
 from model.features import N_FEATURES
 
-PREDICTIONS, FEEDBACK, MODEL_EVENTS, MONITORING_REPORTS = (
+PREDICTIONS, FEEDBACK, MODEL_EVENTS, MONITORING_REPORTS, BATCHES = (
     "predictions",
     "feedback",
     "model_events",
     "monitoring_reports",
+    "batches",
 )
+_DUPLICATE_KEY = 11000
 
 
 def record_event(db: Database, kind: str, **fields: Any) -> dict[str, Any]:
@@ -51,6 +53,38 @@ def load_feedback(db: Database, labels: list[int]) -> Dataset:
 ROLLUPS = "prediction_rollups"
 
 
+def insert_predictions(db: Database, docs: list[tuple[Any, dict[str, Any]]]) -> int:
+    """Insert (document, its decoded fields) pairs, skipping ids already stored; roll up the new ones.
+
+    Returns how many were new. Replays and retries are idempotent: rollups count first inserts only.
+    """
+    from pymongo import UpdateOne
+    from pymongo.errors import BulkWriteError
+
+    from model.statistics import rollup_increments
+
+    new = [meta for _, meta in docs]
+    try:
+        db[PREDICTIONS].insert_many([doc for doc, _ in docs], ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+            raise
+        duplicate = {e["index"] for e in errors}
+        new = [meta for i, (_, meta) in enumerate(docs) if i not in duplicate]
+    increments = rollup_increments(new)
+    if increments:
+        db[ROLLUPS].bulk_write(
+            [UpdateOne({"_id": key}, update, upsert=True) for key, update in increments.items()], ordered=False
+        )
+    return len(new)
+
+
+def update_batch(db: Database, batch_id: str, **fields: Any) -> None:
+    """Set fields of a batch job document (status, counts, reason), stamping updated_at."""
+    db[BATCHES].update_one({"_id": batch_id}, {"$set": {**fields, "updated_at": datetime.now(UTC)}})
+
+
 def window_statistics(db: Database, since: datetime, low_confidence: float = 0.5) -> dict[str, Any]:
     """Statistics since `since` (floored to the hour) from the rollups and the feedback collection."""
     from model.statistics import summarize
@@ -77,3 +111,5 @@ def ensure_indexes(db: Database, ttl_days: int | None = None) -> None:
     db[FEEDBACK].create_index("created_at", name="created_at")
     db[MODEL_EVENTS].create_index("created_at", name="created_at")
     db[MONITORING_REPORTS].create_index("created_at", name="created_at")
+    db[BATCHES].create_index("created_at", name="created_at")
+    predictions.create_index("batch_id", name="batch_id", sparse=True)

@@ -154,6 +154,7 @@ def served_app(servers: Servers, champion: dict[str, object], tmp_path_factory: 
         "MODEL_NAME": str(champion["model_name"]),
         "MODEL_CACHE_DIR": str(root / "cache"),
         "OUTBOX_DIR": str(root / "outbox"),
+        "BATCHES_DIR": str(root / "batches"),
         "LOG_FLUSH_SECONDS": "0.05",
     }
     service = services.app(services.free_port(), root / "app.log", env=env, workers=2)

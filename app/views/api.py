@@ -22,7 +22,7 @@ from app.openapi import documented, openapi_document
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
 
 bp = Blueprint("api", __name__)
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
 _LOOKUP_WAIT_SECONDS = 1.0
 
@@ -84,7 +84,9 @@ def predict() -> Response:
     started = time.perf_counter()
     model = serving_model()
     settings = ext("settings")
-    inputs = parse_predict(request, settings.max_batch_rows, settings.max_upload_bytes, settings.max_image_pixels)
+    inputs = parse_predict(
+        request, settings.max_batch_rows, settings.max_upload_bytes, settings.max_image_pixels, model.schema
+    )
     results, latency_ms = _predict_and_log(model, inputs, "predict", started)
     return jsonify(
         predictions=results,
@@ -104,6 +106,8 @@ def predict() -> Response:
 def predict_compat() -> Response:
     started = time.perf_counter()
     model = serving_model()
+    if model.schema is not None:
+        raise InvalidInput("the served model scores table rows, not images: use POST /predict", field="data")
     settings = ext("settings")
     body = json_body(request)
     name = body.get("name")
@@ -213,7 +217,7 @@ def post_feedback(prediction_id: str) -> Response:
     label = body.get("label")
     model = ext("models").current
     allowed = model.labels if model else list(range(10))
-    if isinstance(label, bool) or not isinstance(label, int) or label not in allowed:
+    if isinstance(label, bool) or not isinstance(label, int | str) or label not in allowed:
         raise InvalidInput(f"label must be one of {allowed}, got {label!r}", field="label")
     record = _find_prediction(prediction_id)
     doc = {
@@ -232,7 +236,7 @@ def post_feedback(prediction_id: str) -> Response:
 
 
 def _find_prediction(prediction_id: str) -> dict[str, Any]:
-    if not _UUID.match(prediction_id):
+    if not UUID_PATTERN.match(prediction_id):
         raise InvalidInput(f"'{prediction_id}' is not a prediction id (a lowercase UUID)", field="id")
     recent = ext("prediction_log").recent(prediction_id)
     if recent is not None:

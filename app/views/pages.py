@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, current_app, render_template
 
 bp = Blueprint("pages", __name__)
 
 
 @bp.get("/")
 def index() -> str:
+    """The image page (draw or upload), or for a tabular model a form generated from its schema."""
+    model = current_app.extensions["models"].current
+    if model is not None and model.schema is not None:
+        return render_template("table.html", schema=model.schema, model=model)
     return render_template("index.html")
 
 

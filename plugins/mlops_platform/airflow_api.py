@@ -45,13 +45,25 @@ class AirflowApi:
             f"Airflow has not parsed DAG {dag_id} after {timeout:.0f}s; check `airflow dags list-import-errors`"
         )
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        response = self.session.post(
-            f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}, timeout=10
-        )
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        response = self.session.post(f"{self.base}/api/v2/dags/{dag_id}/dagRuns", json=body, timeout=10)
+        if response.status_code == 409 and run_id is not None:
+            return run_id  # an earlier attempt got through even though its answer was lost
         if response.status_code not in (200, 201):
             raise AirflowApiError(f"triggering {dag_id} failed (HTTP {response.status_code}): {response.text[:300]}")
         return str(response.json()["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        """queued | running | success | failed, or None when Airflow has no such run."""
+        response = self.session.get(f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=10)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise AirflowApiError(f"reading {dag_id} run {run_id} failed (HTTP {response.status_code})")
+        return str(response.json().get("state"))
 
     def wait_for_run(
         self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str, str], None] | None = None

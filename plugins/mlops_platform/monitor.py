@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,9 @@ def check_champion(settings: Settings) -> dict[str, Any]:
         raise CheckFailed(f"no version of {settings.model_name} carries the alias '{CHAMPION}'")
     path = registry.download_version(champion.version, settings.model_cache_dir / "monitor" / f"v{champion.version}")
     pipeline = mlflow.sklearn.load_model(str(path))
-    example = np.asarray(Model.load(str(path)).load_input_example(str(path)), dtype=np.float64)
+    example: Any = Model.load(str(path)).load_input_example(str(path))
+    if not hasattr(example, "columns"):  # image models: a plain array; tables keep their DataFrame
+        example = np.asarray(example, dtype=np.float64)
     proba = pipeline.predict_proba(example)
     if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
         raise CheckFailed(f"champion v{champion.version} gives invalid probabilities on its input example")
@@ -122,10 +125,14 @@ def check_drift(settings: Settings) -> dict[str, Any]:
             .sort("ts", -1)
             .limit(MAX_DRIFT_ROWS)
         )
-        rows = [
-            doc for doc in cursor if doc.get("features") and len(doc["features"]) == len(profile["feature_histograms"])
-        ]
-    X = np.asarray([r["features"] for r in rows], dtype=np.float64).reshape(-1, len(profile["feature_histograms"]))
+        docs = list(cursor)
+    if profile.get("kind") == "tabular":
+        rows = [doc for doc in docs if isinstance(doc.get("features"), dict)]
+        X: Any = [r["features"] for r in rows]
+    else:
+        width = len(profile["feature_histograms"])
+        rows = [doc for doc in docs if isinstance(doc.get("features"), list) and len(doc["features"]) == width]
+        X = np.asarray([r["features"] for r in rows], dtype=np.float64).reshape(-1, width)
     result = monitoring.drift_check(profile, X, [r["label"] for r in rows], [r["confidence"] for r in rows], params)
     return {**result, "champion_version": champion.version}
 
@@ -176,7 +183,8 @@ def _log_report(
         metrics["error_rate"] = float(stats["error_rate"])
         metrics.update({k: float(v) for k, v in optional.items() if v is not None})
     if drift.get("psi"):
-        metrics.update({f"psi_feature_{j:02d}": float(v) for j, v in enumerate(drift["psi"])})
+        names = drift.get("features") or [f"{j:02d}" for j in range(len(drift["psi"]))]
+        metrics.update({f"psi_{_metric_name(name)}": float(v) for name, v in zip(names, drift["psi"], strict=True)})
         metrics["psi_max"] = float(drift["max_psi"])
         metrics["label_chi2_pvalue"] = float(drift["label_chi2_pvalue"])
         metrics["low_confidence_share"] = float(drift["low_confidence_share"])
@@ -191,6 +199,13 @@ def _log_report(
         "warnings": doc["warnings"],
         "mlflow_run_id": doc["run_id"],
     }
+
+
+def _metric_name(name: str) -> str:
+    """MLflow metric keys: feature 7 -> feature_07, a column name kept to allowed characters."""
+    if name.startswith("feature ") and name[8:].isdigit():
+        return f"feature_{int(name[8:]):02d}"
+    return re.sub(r"[^A-Za-z0-9_./ -]", "_", name)
 
 
 def retrain(settings: Settings) -> str:

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     outbox_dir: Path = ROOT / "var" / "outbox"
     model_poll_seconds: float = 10.0
     max_batch_rows: int = 10_000
+    batches_dir: Path = ROOT / "var" / "batches"  # uploads and results, shared by the app and Airflow
+    max_batch_file_bytes: int = 200_000_000
+    max_batch_images: int = 20_000
+    batch_trigger_retry_seconds: float = 15.0  # while Airflow does not accept a batch run
+    batch_trigger_give_up_seconds: float = 600.0  # then the batch fails with the last error
     max_upload_bytes: int = 1_000_000
     max_image_pixels: int = 4_000_000
     store_images: bool = False

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from model import lifecycle
+from model.errors import DataValidationError
 from model.params import Params, load_params
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
 from plugins.mlops_platform.settings import Settings
@@ -20,10 +21,17 @@ def params_for(settings: Settings, conf: dict[str, Any] | None) -> Params:
 
 
 def ingest(conf: dict[str, Any] | None) -> dict[str, Any]:
+    """Bad data fails the task at once: retrying cannot fix it, and the message says what to fix."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     settings = Settings()
     params = params_for(settings, conf)
     with PlatformMongoHook(settings) as mongo:
-        return {**lifecycle.ingest(params, settings.data_dir, mongo.get_conn()), "params": (conf or {}).get("params")}
+        try:
+            snapshot = lifecycle.ingest(params, settings.data_dir, mongo.get_conn())
+        except DataValidationError as exc:
+            raise AirflowFailException(f"the data was rejected: {exc}") from exc
+    return {**snapshot, "params": (conf or {}).get("params")}
 
 
 def train(snapshot: dict[str, Any]) -> dict[str, Any]:

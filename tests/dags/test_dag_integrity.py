@@ -9,6 +9,7 @@ EXPECTED = {
     "train_model": {"train": set()},
     "validate_model": {"validate": set()},
     "ml_pipeline": {"ingest": set(), "train": {"ingest"}, "validate": {"train"}},
+    "score_batch": {"score": set()},
     "monitor_platform": {
         "mlflow": set(),
         "champion": set(),

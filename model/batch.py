@@ -1,0 +1,82 @@
+"""Batch scoring inputs and outputs: a table or a zip of images in, one scored row per input out."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model.data import IMAGE_SUFFIXES
+from model.errors import DataValidationError, ImageError
+from model.features import decode_image, image_to_features
+from model.tabular import Schema, enforce_features, read_table
+
+TABLE_FORMATS = ("csv", "parquet")
+IMAGE_FORMATS = ("zip",)
+_NAMESPACE = uuid.UUID("6f1c3a8e-5b2d-4c47-9a0e-1d2b3c4d5e6f")
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    X: Any  # an (n, 64) array or a typed DataFrame
+    rows: list[Any]  # what each prediction record stores as its features
+    keys: list[str]  # a name per row for the result file: the row number or the image's path in the zip
+
+
+def read_table_batch(data: bytes, fmt: str, schema: Schema) -> BatchInput:
+    """A CSV or Parquet upload checked against the model's schema (unseen categories allowed)."""
+    frame = read_table(f"upload.{fmt}", data=data)
+    X = enforce_features(frame, schema, strict_categories=False)
+    rows = X.to_dict(orient="records")
+    return BatchInput(X=X, rows=rows, keys=[str(i + 1) for i in range(len(X))])
+
+
+def read_image_batch(data: bytes, max_files: int, max_file_bytes: int, max_pixels: int) -> BatchInput:
+    """A zip of images, each turned into features by the one preprocessing function."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise DataValidationError(f"the upload is not a zip archive: {exc}") from exc
+    entries = [
+        info
+        for info in archive.infolist()
+        if not info.is_dir()
+        and PurePosixPath(info.filename).suffix.lower() in IMAGE_SUFFIXES
+        and not PurePosixPath(info.filename).name.startswith(".")
+    ]
+    if not entries:
+        raise DataValidationError(f"the zip holds no images (looked for {sorted(IMAGE_SUFFIXES)})")
+    if len(entries) > max_files:
+        raise DataValidationError(f"the zip holds {len(entries):,} images; at most {max_files:,} per batch")
+    features, keys = [], []
+    for info in entries:
+        if info.file_size > max_file_bytes:
+            raise DataValidationError(
+                f"{info.filename}: {info.file_size:,} bytes, images are limited to {max_file_bytes:,}"
+            )
+        try:
+            features.append(image_to_features(decode_image(archive.read(info), max_pixels)))
+        except ImageError as exc:
+            raise DataValidationError(f"{info.filename}: {exc}") from exc
+        keys.append(info.filename)
+    X = np.vstack(features)
+    return BatchInput(X=X, rows=X.tolist(), keys=keys)
+
+
+def prediction_ids(batch_id: str, n: int) -> list[str]:
+    """Stable ids per row, so a retried batch run overwrites nothing and duplicates nothing."""
+    return [str(uuid.uuid5(_NAMESPACE, f"{batch_id}:{i}")) for i in range(n)]
+
+
+def result_table(batch: BatchInput, ids: list[str], labels: list[Any], confidences: list[float]) -> pd.DataFrame:
+    """The downloadable result: one row per input with its prediction id, label and confidence."""
+    out = pd.DataFrame({"row": batch.keys, "prediction_id": ids, "label": labels, "confidence": confidences})
+    if isinstance(batch.X, pd.DataFrame):
+        out = pd.concat([out, batch.X.reset_index(drop=True)], axis=1)
+    return out

@@ -1,0 +1,385 @@
+"""The tabular task kind: a table in, a schema inferred then enforced, a ColumnTransformer Pipeline out.
+
+A schema names every feature column with its kind (numeric or categorical), the categories a
+categorical column may take, and the ranges a numeric column must respect when the user declared
+them. It is inferred from the first data set, pinned, and every later data set, every served row and
+every batch row is checked against it, with errors that name the column and the row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from model.errors import DataValidationError
+from model.params import TabularParams
+
+NUMERIC: Literal["numeric"] = "numeric"
+CATEGORICAL: Literal["categorical"] = "categorical"
+_NUMERIC_SHARE = 0.9  # a column is numeric when at least this share of its values parse as numbers
+_EXAMPLES = ("example:wine",)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: Literal["numeric", "categorical"]
+    categories: list[str] | None = None  # allowed values of a categorical column
+    min: float | None = None  # enforced bounds, only when declared in params
+    max: float | None = None
+    observed_min: float | None = None  # what the first data set held (form hints, not enforced)
+    observed_max: float | None = None
+
+
+@dataclass(frozen=True)
+class Schema:
+    target: str
+    classes: list[Any]
+    columns: list[Column] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == NUMERIC]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == CATEGORICAL]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "classes": self.classes, "columns": [asdict(c) for c in self.columns]}
+
+    @staticmethod
+    def from_dict(raw: dict[str, Any]) -> Schema:
+        return Schema(target=raw["target"], classes=list(raw["classes"]), columns=[Column(**c) for c in raw["columns"]])
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read_table(source: str, data: bytes | None = None) -> pd.DataFrame:
+    """A CSV or Parquet file from a path, an http(s) URL, raw bytes, or a bundled example (`example:wine`)."""
+    if source in _EXAMPLES:
+        return example_wine()
+    is_parquet = source.lower().endswith((".parquet", ".pq"))
+    try:
+        if data is not None:
+            handle: Any = io.BytesIO(data)
+        elif source.startswith(("http://", "https://")):
+            handle = source
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise DataValidationError(f"data file {source} does not exist")
+            handle = path
+        if is_parquet:
+            return pd.read_parquet(handle)
+        return pd.read_csv(handle, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except DataValidationError:
+        raise
+    except pd.errors.ParserError as exc:  # e.g. "Expected 14 fields in line 7, saw 15"
+        raise DataValidationError(f"{source} is not a well-formed CSV: {exc}".strip()) from exc
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataValidationError(f"{source} cannot be read as {'Parquet' if is_parquet else 'CSV'}: {exc}") from exc
+
+
+def example_wine() -> pd.DataFrame:
+    """scikit-learn's wine data (13 numeric measurements, 3 cultivars) plus a categorical `region`.
+
+    The region column is generated here, deterministically, so the example exercises one-hot
+    encoding: each cultivar mostly comes from its own region.
+    """
+    from sklearn.datasets import load_wine
+
+    bunch = load_wine(as_frame=True)
+    frame = bunch.frame.rename(columns={"od280/od315_of_diluted_wines": "od280_od315"})
+    rng = np.random.default_rng(7)
+    regions = np.array(["north", "south", "east"])
+    home = frame["target"].to_numpy()
+    drawn = np.where(rng.random(len(frame)) < 0.7, home, rng.integers(0, 3, len(frame)))
+    frame.insert(len(frame.columns) - 1, "region", regions[drawn])
+    frame["cultivar"] = np.array(["barolo", "grignolino", "barbera"])[home]
+    return frame.drop(columns=["target"])
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+
+def infer_schema(frame: pd.DataFrame, params: TabularParams) -> Schema:
+    """Column kinds (declared, else inferred), categories and observed ranges of a raw table."""
+    target = params.target
+    if target not in frame.columns:
+        raise DataValidationError(f"the target column '{target}' is not in the data (columns: {list(frame.columns)})")
+    unknown = [c for c in [*params.numeric, *params.categorical, *params.drop] if c not in frame.columns]
+    if unknown:
+        raise DataValidationError(f"params name columns that are not in the data: {unknown}")
+    columns = []
+    for name in frame.columns:
+        if name == target or name in params.drop:
+            continue
+        values = frame[name]
+        numbers = pd.to_numeric(values, errors="coerce")
+        present = values.astype(str).str.strip() != ""
+        numeric_share = float(numbers[present].notna().mean()) if present.any() else 0.0
+        declared = params.ranges.get(name)
+        is_numeric = name in params.numeric or (name not in params.categorical and numeric_share >= _NUMERIC_SHARE)
+        if is_numeric and values.dtype != bool:
+            finite = numbers[np.isfinite(numbers)]
+            columns.append(
+                Column(
+                    name=str(name),
+                    kind=NUMERIC,
+                    min=declared[0] if declared else None,
+                    max=declared[1] if declared else None,
+                    observed_min=float(finite.min()) if len(finite) else None,
+                    observed_max=float(finite.max()) if len(finite) else None,
+                )
+            )
+            continue
+        allowed = params.categories.get(name)
+        seen = sorted({str(v).strip() for v in values if str(v).strip() != ""})
+        if allowed is None and name not in params.categorical and len(seen) > params.max_categories:
+            raise DataValidationError(
+                f"column '{name}' has {len(seen)} distinct values, more than max_categories={params.max_categories}: "
+                "if it is an identifier, list it under tabular.drop; if it is numeric, under tabular.numeric"
+            )
+        columns.append(Column(name=str(name), kind=CATEGORICAL, categories=[str(c) for c in (allowed or seen)]))
+    if not columns:
+        raise DataValidationError("the data has no feature columns besides the target")
+    classes = sorted({_label(v) for v in frame[target] if str(v).strip() != ""}, key=_sort_key)
+    return Schema(target=target, classes=classes, columns=columns)
+
+
+def enforce_schema(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
+    """Typed features and labels from a raw table, or an error naming the first bad column and row.
+
+    Rows are numbered from 1 as in a spreadsheet without its header (file line = row + 1).
+    """
+    if schema.target not in frame.columns:
+        raise DataValidationError(f"the target column '{schema.target}' is missing")
+    X = enforce_features(frame, schema)
+    labels = frame[schema.target]
+    label_text = labels.astype(str).str.strip()
+    empty = np.flatnonzero((label_text == "").to_numpy())
+    if empty.size:
+        raise _row_error(schema.target, int(empty[0]), "is empty (it is the target)", empty.size)
+    y = np.array([_label(v) for v in labels], dtype=object)
+    unknown = np.flatnonzero(~np.isin(y.astype(str), [str(c) for c in schema.classes]))
+    if unknown.size:
+        raise _row_error(
+            schema.target,
+            int(unknown[0]),
+            f"is {y[unknown[0]]!r}, not one of the classes {schema.classes}",
+            unknown.size,
+        )
+    if all(isinstance(c, int) for c in schema.classes):
+        y = y.astype(np.int64)
+    return X, y
+
+
+def enforce_features(frame: pd.DataFrame, schema: Schema, strict_categories: bool = True) -> pd.DataFrame:
+    """The schema's feature columns, typed, in order; other columns (a target, an id) are ignored.
+
+    Scoring passes strict_categories=False: the one-hot encoder ignores a category it never saw.
+    """
+    missing = [name for name in schema.names if name not in frame.columns]
+    if missing:
+        raise DataValidationError(f"columns {missing} are missing (the schema expects {schema.names})")
+    if len(frame) == 0:
+        raise DataValidationError("the data has a header but no rows")
+    out: dict[str, Any] = {}
+    for column in schema.columns:
+        values = frame[column.name]
+        text = values.astype(str).str.strip()
+        empty = np.flatnonzero((text == "").to_numpy() | values.isna().to_numpy())
+        if empty.size:
+            raise _row_error(column.name, int(empty[0]), "is empty; fill it in or drop the row", empty.size)
+        if column.kind == NUMERIC:
+            numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
+            bad = np.flatnonzero(~np.isfinite(numbers.to_numpy()))
+            if bad.size:
+                raise _row_error(column.name, int(bad[0]), f"is {text.iloc[bad[0]]!r}, not a number", bad.size)
+            for bound, outside in (
+                (column.min, numbers < (column.min or 0)),
+                (column.max, numbers > (column.max or 0)),
+            ):
+                rows = np.flatnonzero(outside.to_numpy()) if bound is not None else np.empty(0, dtype=int)
+                if rows.size:
+                    raise _row_error(
+                        column.name,
+                        int(rows[0]),
+                        f"is {numbers.iloc[rows[0]]:g}, outside the declared range [{column.min}, {column.max}]",
+                        rows.size,
+                    )
+            out[column.name] = numbers.to_numpy()
+        else:
+            allowed = set(column.categories or [])
+            bad = np.flatnonzero(~text.isin(allowed).to_numpy()) if strict_categories else np.empty(0, dtype=int)
+            if bad.size:
+                raise _row_error(
+                    column.name,
+                    int(bad[0]),
+                    f"is {text.iloc[bad[0]]!r}, not one of the allowed categories {sorted(allowed)} "
+                    "(add it under tabular.categories in params.yaml, or delete the pinned schema to re-infer it)",
+                    bad.size,
+                )
+            out[column.name] = text.to_numpy(dtype=object)
+    return pd.DataFrame(out, columns=schema.names)
+
+
+def check_compatible(pinned: Schema, inferred: Schema) -> None:
+    """A new data set must carry the pinned columns with the same kinds; new classes are refused."""
+    kinds = {c.name: c.kind for c in inferred.columns}
+    problems = []
+    for column in pinned.columns:
+        if column.name not in kinds:
+            problems.append(f"column '{column.name}' is missing")
+        elif kinds[column.name] != column.kind:
+            problems.append(f"column '{column.name}' was {column.kind} and is now {kinds[column.name]}")
+    extra = [name for name in kinds if name not in pinned.names]
+    if extra:
+        problems.append(f"new columns {extra}")
+    if pinned.target != inferred.target:
+        problems.append(f"the target was '{pinned.target}' and is now '{inferred.target}'")
+    if problems:
+        raise DataValidationError(
+            "the data no longer matches its pinned schema: "
+            + "; ".join(problems)
+            + " (delete the pinned schema file to accept the new shape)"  # fmt: skip
+        )
+
+
+def validate_table(
+    X: pd.DataFrame, y: np.ndarray, schema: Schema, min_per_class: int, max_imbalance: float
+) -> dict[str, Any]:
+    """Class counts and balance of a typed table, plus its duplicates and conflicting rows."""
+    counts = {str(c): int(np.sum(y.astype(str) == str(c))) for c in schema.classes}
+    short = [c for c, n in counts.items() if n < min_per_class]
+    if short:
+        raise DataValidationError(f"classes {short} have fewer than {min_per_class} rows (counts: {counts})")
+    imbalance = max(counts.values()) / min(counts.values())
+    if imbalance > max_imbalance:
+        raise DataValidationError(f"class imbalance {imbalance:.1f} exceeds {max_imbalance:g} (counts: {counts})")
+    keyed = X.astype(str).agg("|".join, axis=1)
+    labels_per_row = pd.Series(y.astype(str)).groupby(keyed.to_numpy()).nunique()
+    conflicting = int((labels_per_row > 1).sum())
+    if conflicting:
+        raise DataValidationError(f"{conflicting} identical feature rows carry different labels")
+    return {
+        "rows": len(X),
+        "class_counts": counts,
+        "duplicates": int(len(X) - keyed.nunique()),
+        "imbalance": round(imbalance, 3),
+        "columns": {c.name: c.kind for c in schema.columns},
+    }
+
+
+def table_hash(X: pd.DataFrame, y: np.ndarray) -> str:
+    """SHA-256 of the typed table: column names, then every value, then the labels."""
+    digest = hashlib.sha256("|".join(X.columns).encode())
+    digest.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    digest.update("\x00".join(str(v) for v in y).encode())
+    return digest.hexdigest()
+
+
+# -- training and drift ---------------------------------------------------------------------------
+
+
+def build_preprocessor(schema: Schema) -> ColumnTransformer:
+    """Scaling for numeric columns, one-hot for categorical ones (unknown categories ignored)."""
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if schema.numeric:
+        transformers.append(("numeric", StandardScaler(), schema.numeric))
+    if schema.categorical:
+        encoder = OneHotEncoder(
+            categories=[c.categories for c in schema.columns if c.kind == CATEGORICAL], handle_unknown="ignore"
+        )
+        transformers.append(("categorical", encoder, schema.categorical))
+    return ColumnTransformer(transformers)
+
+
+def with_preprocessor(pipeline: Pipeline, schema: Schema) -> Pipeline:
+    """The configured Pipeline with its scaler replaced by the schema's ColumnTransformer."""
+    return Pipeline([("prepare", build_preprocessor(schema)), *pipeline.steps[1:]])
+
+
+def reference_profile(X: pd.DataFrame, y: np.ndarray, schema: Schema, bins: int) -> dict[str, Any]:
+    """Per column: quantile-bin histogram (numeric) or category counts (categorical); the label counts."""
+    columns = []
+    for column in schema.columns:
+        values = X[column.name]
+        if column.kind == NUMERIC:
+            edges = np.unique(np.quantile(values.to_numpy(dtype=np.float64), np.linspace(0, 1, bins + 1)))
+            if edges.size < 2:
+                edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+            counts = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
+            columns.append(
+                {"name": column.name, "kind": NUMERIC, "bin_edges": edges.tolist(), "counts": counts.tolist()}
+            )
+        else:
+            categories = list(column.categories or [])
+            shares = values.value_counts()
+            columns.append(
+                {
+                    "name": column.name,
+                    "kind": CATEGORICAL,
+                    "categories": categories,
+                    "counts": [int(shares.get(c, 0)) for c in categories],
+                }
+            )
+    return {
+        "kind": "tabular",
+        "columns": columns,
+        "labels": schema.classes,
+        "label_counts": [int(np.sum(y.astype(str) == str(c))) for c in schema.classes],
+        "rows": len(X),
+    }
+
+
+def current_counts(column: dict[str, Any], values: list[Any]) -> np.ndarray:
+    """Counts of served values over a profile column's bins (numeric) or categories (plus one for unseen)."""
+    if column["kind"] == NUMERIC:
+        edges = np.asarray(column["bin_edges"], dtype=np.float64)
+        numbers = np.asarray([v for v in values if isinstance(v, int | float) and math.isfinite(v)], dtype=np.float64)
+        return np.histogram(np.clip(numbers, edges[0], edges[-1]), bins=edges)[0]
+    categories = column["categories"]
+    index = {c: i for i, c in enumerate(categories)}
+    counts = np.zeros(len(categories) + 1)
+    for value in values:
+        counts[index.get(str(value), len(categories))] += 1
+    return counts
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _label(value: Any) -> Any:
+    """Class labels stay integers when they look like integers, else strings."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() else text
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, int) else (1, str(value))
+
+
+def _row_error(column: str, index: int, problem: str, count: int) -> DataValidationError:
+    more = f" ({count} rows have this problem)" if count > 1 else ""
+    return DataValidationError(f"row {index + 1} (file line {index + 2}), column '{column}': value {problem}{more}")

@@ -1,0 +1,170 @@
+"""Task body of the score_batch DAG: score an uploaded file with the champion and log every row."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model import batch as batches
+from model.errors import DataValidationError
+from model.registry import CHAMPION
+from model.store import BATCHES, insert_predictions, update_batch
+from model.tabular import Schema
+from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
+from plugins.mlops_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+CHUNK_ROWS = 5_000
+PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
+
+
+class BatchRejected(Exception):
+    """The batch itself is unusable (bad file, no champion, wrong kind): retrying cannot help."""
+
+
+def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Score batch `batch_id` with the current champion; idempotent, so a retried run repeats nothing."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    settings = settings or Settings()
+    with PlatformMongoHook(settings) as mongo:
+        db = mongo.get_conn()
+        job = db[BATCHES].find_one({"_id": batch_id})
+        if job is None:
+            raise BatchRejected(f"no batch with id {batch_id}")
+        update_batch(db, batch_id, status=RUNNING, airflow_run_id=run_id, started_at=datetime.now(UTC), error=None)
+        registry = PlatformRegistryHook(settings).get_conn()
+        champion = registry.by_alias(CHAMPION)
+        if champion is None:
+            raise BatchRejected(f"model {settings.model_name} has no champion to score with")
+        path = registry.download_version(champion.version, settings.model_cache_dir / "batch" / f"v{champion.version}")
+        pipeline = mlflow.sklearn.load_model(str(path))
+        metadata = Model.load(str(path)).metadata or {}
+        data = Path(job["input_path"]).read_bytes()
+        try:
+            if metadata.get("task") == "tabular":
+                if job["format"] not in batches.TABLE_FORMATS:
+                    raise DataValidationError(
+                        f"the champion scores tables (CSV or Parquet), not a {job['format']} file"
+                    )
+                inputs = batches.read_table_batch(data, job["format"], Schema.from_dict(metadata["schema"]))
+            else:
+                if job["format"] not in batches.IMAGE_FORMATS:
+                    raise DataValidationError(
+                        f"the champion scores images (a zip of images), not a {job['format']} file"
+                    )
+                inputs = batches.read_image_batch(
+                    data, settings.max_batch_images, settings.max_upload_bytes, settings.max_image_pixels
+                )
+        except DataValidationError as exc:
+            raise BatchRejected(f"the uploaded file was rejected: {exc}") from exc
+        n = len(inputs.rows)
+        update_batch(db, batch_id, rows=n, model_version=champion.version, model_name=settings.model_name)
+        ids = batches.prediction_ids(batch_id, n)
+        labels: list[Any] = []
+        confidences: list[float] = []
+        stored = 0
+        classes = np.asarray(pipeline.classes_)
+        for start in range(0, n, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, n)
+            chunk = inputs.X.iloc[start:stop] if hasattr(inputs.X, "iloc") else inputs.X[start:stop]
+            proba = pipeline.predict_proba(chunk)
+            best = proba.argmax(axis=1)
+            chunk_labels = classes[best].tolist()
+            chunk_conf = proba[np.arange(len(best)), best].tolist()
+            now = datetime.now(UTC)
+            records = [
+                {
+                    "_id": ids[start + i],
+                    "kind": "prediction",
+                    "ts": now,
+                    "model_name": settings.model_name,
+                    "model_version": champion.version,
+                    "source": "batch",
+                    "batch_id": batch_id,
+                    "row": inputs.keys[start + i],
+                    "features": inputs.rows[start + i],
+                    "label": chunk_labels[i],
+                    "confidence": chunk_conf[i],
+                    "probabilities": proba[i].round(6).tolist(),
+                    "latency_ms": None,
+                }
+                for i in range(stop - start)
+            ]
+            new = insert_predictions(db, [(r, r) for r in records])
+            stored += len(records)
+            labels.extend(chunk_labels)
+            confidences.extend(chunk_conf)
+            update_batch(db, batch_id, scored=stored)
+            log.info("batch %s: %d/%d rows scored (%d new in MongoDB)", batch_id, stored, n, new)
+        result = _write_result(Path(job["input_path"]).parent, batches.result_table(inputs, ids, labels, confidences))
+        summary = {
+            "status": SUCCEEDED,
+            "rows": n,
+            "scored": stored,
+            "model_version": champion.version,
+            "result_path": str(result),
+            "finished_at": datetime.now(UTC),
+            "label_counts": {
+                str(k): int(v)
+                for k, v in zip(*np.unique(np.asarray(labels, dtype=str), return_counts=True), strict=True)
+            },
+        }
+        update_batch(db, batch_id, **summary)
+        return {k: v for k, v in summary.items() if k != "finished_at"}
+
+
+def mark_failed(batch_id: str, reason: str, settings: Settings | None = None) -> None:
+    """Record why a batch failed; called when the run gives up, so a batch never stays pending."""
+    settings = settings or Settings()
+    for attempt in range(3):
+        try:
+            with PlatformMongoHook(settings) as mongo:
+                update_batch(
+                    mongo.get_conn(), batch_id, status=FAILED, error=reason[:2000], finished_at=datetime.now(UTC)
+                )
+                return
+        except Exception as exc:  # noqa: BLE001 - retried, then logged: the run is already failing
+            log.warning("could not mark batch %s failed (attempt %d): %s", batch_id, attempt + 1, exc)
+            time.sleep(2)
+    log.error("batch %s failed (%s) but MongoDB could not be told; GET /batches asks Airflow instead", batch_id, reason)
+
+
+def _write_result(folder: Path, table: Any) -> Path:
+    final = folder / "result.csv"
+    tmp = folder / f".result-{os.getpid()}.csv"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, final)
+    return final
+
+
+def run_from_context() -> dict[str, Any]:
+    """The score task: the batch id comes from the run's conf; a rejected batch fails without retries."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    context = get_current_context()
+    batch_id = (context["dag_run"].conf or {}).get("batch_id")
+    if not batch_id:
+        raise AirflowFailException('score_batch needs conf {"batch_id": "<id from POST /batches>"}')
+    try:
+        return score(str(batch_id), context["dag_run"].run_id)
+    except BatchRejected as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def on_failure(context: dict[str, Any]) -> None:
+    """Task failure callback (after the last retry): the batch ends `failed` with the reason."""
+    batch_id = (context["dag_run"].conf or {}).get("batch_id")
+    if not batch_id:
+        return
+    error = context.get("exception")
+    reason = str(error) if type(error).__name__ == "AirflowFailException" else f"{type(error).__name__}: {error}"
+    mark_failed(str(batch_id), reason or "the score_batch run failed: see its task log")

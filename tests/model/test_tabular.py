@@ -1,0 +1,148 @@
+"""The tabular task kind: schema inference and enforcement, the ColumnTransformer Pipeline, drift per column."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from model import lifecycle, tabular
+from model.batch import prediction_ids, read_image_batch, read_table_batch
+from model.data import Dataset, split
+from model.errors import DataValidationError
+from model.evaluate import evaluate, table_behavioural_checks
+from model.monitoring import ALERT, OK, drift_check
+from model.params import MonitoringParams, Params, TabularParams, TrainParams
+from model.snapshot import read_snapshot
+from model.train import build_pipeline, train
+
+PARAMS = TabularParams()
+
+
+@pytest.fixture(scope="module")
+def wine() -> pd.DataFrame:
+    return tabular.example_wine()
+
+
+@pytest.fixture(scope="module")
+def schema(wine) -> tabular.Schema:
+    return tabular.infer_schema(wine, PARAMS)
+
+
+def csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode()
+
+
+def test_schema_is_inferred_from_the_values(schema):
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds["alcohol"] == "numeric" and kinds["region"] == "categorical"
+    assert "cultivar" not in kinds, "the target is not a feature"
+    assert schema.classes == ["barbera", "barolo", "grignolino"]
+    assert next(c for c in schema.columns if c.name == "region").categories == ["east", "north", "south"]
+
+
+def test_declared_kinds_and_dropped_columns_win(wine):
+    params = TabularParams(categorical=["magnesium"], drop=["proline"])
+    schema = tabular.infer_schema(wine, params)
+    assert "proline" not in schema.names
+    assert next(c for c in schema.columns if c.name == "magnesium").kind == "categorical"
+
+
+def test_an_identifier_column_is_refused_with_advice(wine):
+    frame = wine.assign(customer=[f"c{i}" for i in range(len(wine))])
+    with pytest.raises(DataValidationError, match="'customer' has 178 distinct values.*tabular.drop"):
+        tabular.infer_schema(frame, PARAMS)
+
+
+def raw(wine: pd.DataFrame) -> pd.DataFrame:
+    """The table as read from a CSV: every value a string."""
+    return tabular.read_table("upload.csv", data=csv(wine))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("alcohol", "abc", r"row 17 \(file line 18\), column 'alcohol': value is 'abc', not a number"),
+        ("alcohol", "", r"row 17 \(file line 18\), column 'alcohol': value is empty"),
+        ("region", "west", r"row 17 \(file line 18\), column 'region': value is 'west', not one of the allowed"),
+        ("cultivar", "merlot", r"row 17 \(file line 18\), column 'cultivar': value is 'merlot', not one of"),
+    ],
+)
+def test_a_bad_value_is_named_by_column_and_row(wine, schema, column, value, expected):
+    frame = raw(wine)
+    frame.loc[16, column] = value
+    with pytest.raises(DataValidationError, match=expected):
+        tabular.enforce_schema(frame, schema)
+
+
+def test_declared_ranges_are_enforced(wine):
+    schema = tabular.infer_schema(wine, TabularParams(ranges={"alcohol": (11.0, 14.0)}))
+    with pytest.raises(DataValidationError, match=r"column 'alcohol': value is 14.2\d*, outside the declared range"):
+        tabular.enforce_schema(raw(wine), schema)
+
+
+def test_a_malformed_csv_names_its_line():
+    data = b"a,b,label\n1,2,x\n3,4,y\n5,6,7,8\n"
+    with pytest.raises(DataValidationError, match="line 4"):
+        tabular.read_table("upload.csv", data=data)
+
+
+def test_pinned_schema_refuses_a_changed_table(schema, wine):
+    changed = tabular.infer_schema(wine.drop(columns=["hue"]).assign(extra=1.0), PARAMS)
+    with pytest.raises(DataValidationError, match="'hue' is missing; new columns \\['extra'\\]"):
+        tabular.check_compatible(schema, changed)
+
+
+def test_pipeline_one_hot_encodes_and_ignores_unknown_categories(wine, schema):
+    X, y = tabular.enforce_schema(raw(wine), schema)
+    train_set, holdout = split(Dataset(X=X, y=y), 0.25, 42)
+    pipeline = tabular.with_preprocessor(build_pipeline(TrainParams(estimator="logistic_regression"), 42), schema)
+    fitted = train(pipeline, train_set.X, train_set.y)
+    assert evaluate(fitted, holdout.X, holdout.y, schema.classes).accuracy >= 0.9
+    checks = table_behavioural_checks(fitted, holdout.X[:5], schema.to_dict())
+    assert checks == {"predicts_example": True, "handles_unknown_categories": True}
+
+
+def test_ingest_pins_the_schema_and_enforces_it_next_time(tmp_path, wine):
+    source = tmp_path / "wine.csv"
+    source.write_bytes(csv(wine))
+    params = Params(task="tabular", tabular=TabularParams(source=str(source)))
+    first = lifecycle.ingest(params, tmp_path / "data", None)
+    snapshot = read_snapshot(tmp_path / "data" / "snapshots" / first["hash"])
+    assert snapshot.schema is not None and snapshot.labels == ["barbera", "barolo", "grignolino"]
+    assert isinstance(snapshot.train.X, pd.DataFrame) and len(snapshot.train) + len(snapshot.holdout) == 178
+    assert lifecycle.ingest(params, tmp_path / "data", None)["hash"] == first["hash"], "same content, same hash"
+    source.write_bytes(csv(wine.assign(region=wine["region"].replace("east", "west"))))
+    with pytest.raises(DataValidationError, match="'west', not one of the allowed categories"):
+        lifecycle.ingest(params, tmp_path / "data", None)
+    pinned = json.loads(next((tmp_path / "data" / "schemas").glob("*.json")).read_text())
+    assert pinned["target"] == "cultivar"
+
+
+def test_drift_per_column_includes_category_shares(wine, schema):
+    X, y = tabular.enforce_schema(raw(wine), schema)
+    profile = tabular.reference_profile(X, y, schema, bins=5)
+    rows = X.to_dict(orient="records")
+    params = MonitoringParams(min_predictions_for_drift=50)
+    same = drift_check(profile, rows, list(y), [0.9] * len(rows), params)
+    assert same["status"] == OK, same["message"]
+    assert same["features"][-1] == "region" and len(same["psi"]) == len(schema.columns)
+    shifted = [{**row, "region": "south"} for row in rows]
+    result = drift_check(profile, shifted, list(y), [0.9] * len(rows), params)
+    assert result["status"] == ALERT and "on region" in result["message"], result["message"]
+
+
+def test_batch_inputs(wine, schema):
+    batch = read_table_batch(csv(wine.drop(columns=["cultivar"]).assign(region="west")), "csv", schema)
+    assert len(batch.rows) == 178 and batch.rows[0]["region"] == "west", "unseen categories are scored, not refused"
+    assert prediction_ids("b1", 3) == prediction_ids("b1", 3) != prediction_ids("b2", 3)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("notes.txt", "not an image")
+    with pytest.raises(DataValidationError, match="holds no images"):
+        read_image_batch(buf.getvalue(), 10, 1000, 1000)
+    assert np.asarray(batch.X["alcohol"]).dtype == np.float64
