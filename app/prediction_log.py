@@ -37,7 +37,7 @@ from pymongo import ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from model.store import FEEDBACK, PREDICTIONS, insert_predictions
+from model.store import FEEDBACK, PREDICTIONS, insert_predictions, time_ordered_ids
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class PredictionLog:
         self.submit(
             [
                 {
-                    "_id": str(uuid.uuid4()),
+                    "_id": time_ordered_ids(1)[0],
                     "kind": "error",
                     "ts": datetime.now(UTC),
                     "source": route,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-import uuid
 import zipfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -15,11 +15,11 @@ import pandas as pd
 from model.data import IMAGE_SUFFIXES
 from model.errors import DataValidationError, ImageError
 from model.features import decode_image, image_to_features
+from model.store import derived_ids
 from model.tabular import Schema, enforce_features, read_table
 
 TABLE_FORMATS = ("csv", "parquet")
 IMAGE_FORMATS = ("zip",)
-_NAMESPACE = uuid.UUID("6f1c3a8e-5b2d-4c47-9a0e-1d2b3c4d5e6f")
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,9 @@ def read_image_batch(data: bytes, max_files: int, max_file_bytes: int, max_pixel
     return BatchInput(X=X, rows=X.tolist(), keys=keys)
 
 
-def prediction_ids(batch_id: str, n: int) -> list[str]:
-    """Stable ids per row, so a retried batch run overwrites nothing and duplicates nothing."""
-    return [str(uuid.uuid5(_NAMESPACE, f"{batch_id}:{i}")) for i in range(n)]
+def prediction_ids(batch_id: str, created_at: datetime, n: int) -> list[str]:
+    """Stable, time-ordered ids per row, so a retried batch run overwrites nothing and duplicates nothing."""
+    return derived_ids(batch_id, created_at, n)
 
 
 def result_table(batch: BatchInput, ids: list[str], labels: list[Any], confidences: list[float]) -> pd.DataFrame:

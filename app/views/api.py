@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
-import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -19,7 +19,7 @@ from app.errors import ApiError, InvalidInput, NoModel, NotFound, Unauthorized
 from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse_predict
 from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
-from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
+from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, time_ordered_ids, window_statistics
 
 bp = Blueprint("api", __name__)
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -127,10 +127,10 @@ def _predict_and_log(
 ) -> tuple[list[dict[str, Any]], float]:
     proba = model.predict_proba(inputs.X)
     best = proba.argmax(axis=1)
-    labels = np.asarray(model.labels)[best].tolist()
+    labels = [model.labels[i] for i in best.tolist()]
     confidences = proba[np.arange(len(best)), best].tolist()
     probabilities = proba.round(6).tolist()
-    ids = [str(uuid.uuid4()) for _ in labels]
+    ids = time_ordered_ids(len(labels))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     settings = ext("settings")
     if settings.log_predictions:
@@ -140,8 +140,8 @@ def _predict_and_log(
         ext("prediction_log").submit(records)
     metrics = ext("metrics")
     metrics.latency.labels(source).observe(latency_ms / 1000)
-    for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
-        metrics.predictions.labels(str(label), model.version).inc(int(count))
+    for label, count in Counter(labels).items():
+        metrics.predictions.labels(str(label), model.version).inc(count)
     results = [
         {"id": ids[i], "label": labels[i], "confidence": confidences[i], "probabilities": probabilities[i]}
         for i in range(len(ids))

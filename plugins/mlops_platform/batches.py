@@ -67,7 +67,7 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
             raise BatchRejected(f"the uploaded file was rejected: {exc}") from exc
         n = len(inputs.rows)
         update_batch(db, batch_id, rows=n, model_version=champion.version, model_name=settings.model_name)
-        ids = batches.prediction_ids(batch_id, n)
+        ids = batches.prediction_ids(batch_id, job["created_at"], n)
         labels: list[Any] = []
         confidences: list[float] = []
         stored = 0

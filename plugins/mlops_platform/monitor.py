@@ -15,7 +15,7 @@ import requests
 from model import monitoring
 from model.params import load_params
 from model.registry import CHAMPION, EXAMPLE_PREDICTIONS_ARTIFACT, PROFILE_ARTIFACT
-from model.store import MONITORING_REPORTS, PREDICTIONS, window_statistics
+from model.store import MONITORING_REPORTS, PREDICTIONS, id_floor, window_statistics
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
 from plugins.mlops_platform.settings import Settings
 
@@ -121,8 +121,11 @@ def check_drift(settings: Settings) -> dict[str, Any]:
     with PlatformMongoHook(settings) as mongo:
         cursor = (
             mongo.get_conn()[PREDICTIONS]
-            .find({"ts": {"$gte": since}, "kind": "prediction"}, {"features": 1, "label": 1, "confidence": 1, "_id": 0})
-            .sort("ts", -1)
+            .find(
+                {"_id": {"$gte": id_floor(since)}, "ts": {"$gte": since}, "kind": "prediction"},
+                {"features": 1, "label": 1, "confidence": 1, "_id": 0},
+            )
+            .sort("_id", -1)  # ids are time-ordered: the newest rows through the _id index
             .limit(MAX_DRIFT_ROWS)
         )
         docs = list(cursor)

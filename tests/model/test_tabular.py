@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -139,7 +140,8 @@ def test_drift_per_column_includes_category_shares(wine, schema):
 def test_batch_inputs(wine, schema):
     batch = read_table_batch(csv(wine.drop(columns=["cultivar"]).assign(region="west")), "csv", schema)
     assert len(batch.rows) == 178 and batch.rows[0]["region"] == "west", "unseen categories are scored, not refused"
-    assert prediction_ids("b1", 3) == prediction_ids("b1", 3) != prediction_ids("b2", 3)
+    at = datetime.now(UTC)
+    assert prediction_ids("b1", at, 3) == prediction_ids("b1", at, 3) != prediction_ids("b2", at, 3)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
         archive.writestr("notes.txt", "not an image")
