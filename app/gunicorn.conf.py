@@ -2,6 +2,11 @@
 
 import os
 
+# One BLAS thread per worker: the workers already use every core, and a thread pool per worker
+# fighting over them made a 1,000-row prediction ~40% slower (measured with bench/).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 worker_class = "sync"
 workers = int(os.environ.get("APP_WORKERS", "2"))
 timeout = 60

@@ -27,7 +27,7 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,")
 @dataclass(frozen=True)
 class Inputs:
     X: Any  # images: an (n, 64) array; tables: a DataFrame in the schema's column order
-    rows: list[Any]  # the same rows as lists (images) or dicts (tables), stored with each record
+    rows: list[Any] | None  # the rows as lists (images) or dicts (tables) to store; None: X.tolist() when needed
     input_hashes: list[str]
     images: list[bytes | None]
 
@@ -137,7 +137,7 @@ def from_instances(instances: Any, max_rows: int) -> Inputs:
             field=f"instances[{i}][{j}]",
         )
     hashes = [hashlib.sha256(X[i].tobytes()).hexdigest()[:32] for i in range(len(X))]
-    return Inputs(X=X, rows=X.tolist(), input_hashes=hashes, images=[None] * len(X))
+    return Inputs(X=X, rows=None, input_hashes=hashes, images=[None] * len(X))
 
 
 def from_records(instances: Any, schema: Schema, max_rows: int) -> Inputs:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import bson
+from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne
 from pymongo.database import Database
@@ -136,9 +137,10 @@ class Journal:
     def _path(self, segment: int) -> Path:
         return self.dir / f"journal-{os.getpid()}-{self.token}-{segment:06d}.bson"
 
-    def append(self, entries: list[bytes]) -> int:
-        """Append encoded entries; returns the segment they went to."""
+    def append(self, entries: list[bytes], count: int | None = None) -> int:
+        """Append encoded entries (`count` records in all, if they are pre-joined); returns their segment."""
         data = b"".join(entries)
+        count = len(entries) if count is None else count
         with self._lock:
             if self._fd is None or self._size >= self.segment_bytes:
                 self._rotate()
@@ -146,7 +148,7 @@ class Journal:
             os.write(self._fd, data)
             self._size += len(data)
             self._dirty = True
-            self._pending[self._segment] = self._pending.get(self._segment, 0) + len(entries)
+            self._pending[self._segment] = self._pending.get(self._segment, 0) + count
             return self._segment
 
     def _rotate(self) -> None:
@@ -161,10 +163,16 @@ class Journal:
         self._size = 0
 
     def sync(self) -> None:
+        """fsync outside the lock, on a duplicate descriptor: a slow disk must not stall requests."""
         with self._lock:
-            if self._fd is not None and self._dirty:
-                os.fsync(self._fd)
-                self._dirty = False
+            if self._fd is None or not self._dirty:
+                return
+            fd = os.dup(self._fd)
+            self._dirty = False
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def done(self, counts: dict[int, int]) -> None:
         """These many entries of each segment are now in MongoDB or the outbox."""
@@ -209,7 +217,7 @@ class PredictionLog:
         self.stats = LogStats()
         self.mongo_ok = True
         self.last_error: str | None = None
-        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_size = recent_size
         self._recent_lock = threading.Lock()
         self._stop = threading.Event()
@@ -224,13 +232,19 @@ class PredictionLog:
     def submit(self, records: list[dict[str, Any]], collection: str = PREDICTIONS) -> None:
         """Journal the records, then hand them to the writer; never waits for MongoDB."""
         raws = [bson.encode(record) for record in records]
-        segment = self.journal.append([_wrap(collection, raw) for raw in raws])
+        entries = b"".join(_wrap(collection, raw) for raw in raws)
+        self.submit_encoded(collection, entries, raws, records)
+
+    def submit_encoded(self, collection: str, entries: bytes, raws: list[bytes], metas: list[dict[str, Any]]) -> None:
+        """Like submit, for records already encoded: journal entries (joined), raw documents, and per
+        record the fields the writer needs (`_id`, and for predictions what the rollups count)."""
+        segment = self.journal.append([entries], count=len(raws))
         with self._recent_lock:
-            for record in records:
-                self._recent[record["_id"]] = record
+            for meta, raw in zip(metas, raws, strict=True):
+                self._recent[meta["_id"]] = raw
             while len(self._recent) > self._recent_size:
                 self._recent.popitem(last=False)
-        items = [Item(segment, collection, raw, record) for record, raw in zip(records, raws, strict=True)]
+        items = [Item(segment, collection, raw, meta) for meta, raw in zip(metas, raws, strict=True)]
         try:
             self._queue.put_nowait(items)
         except queue.Full:
@@ -258,8 +272,10 @@ class PredictionLog:
         )
 
     def recent(self, record_id: str) -> dict[str, Any] | None:
+        """A record this process logged lately, whether or not MongoDB has it yet."""
         with self._recent_lock:
-            return self._recent.get(record_id)
+            raw = self._recent.get(record_id)
+        return None if raw is None else bson.decode(raw, codec_options=_TZ_AWARE)
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -413,6 +429,7 @@ def _wrap(collection: str, raw: bytes) -> bytes:
 
 
 _INT32 = struct.Struct("<i")
+_TZ_AWARE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
 
 
 def _mtime(path: Path) -> float:

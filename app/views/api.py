@@ -19,12 +19,14 @@ from app.errors import ApiError, InvalidInput, NoModel, NotFound, Unauthorized
 from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse_predict
 from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
+from app.records import encode_rows
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, time_ordered_ids, window_statistics
 
 bp = Blueprint("api", __name__)
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
 _LOOKUP_WAIT_SECONDS = 1.0
+_ENCODE_ALL_AT_ONCE = 32  # from this many rows, app/records.py encodes a request's records in one go
 
 
 def ext(name: str) -> Any:
@@ -134,10 +136,28 @@ def _predict_and_log(
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     settings = ext("settings")
     if settings.log_predictions:
-        records = _records(
-            model, inputs, source, name, ids, labels, confidences, probabilities, latency_ms, settings.store_images
-        )
-        ext("prediction_log").submit(records)
+        common = {
+            "kind": "prediction",
+            "ts": datetime.now(UTC),
+            "model_name": model.name,
+            "model_version": model.version,
+            "source": source,
+            "request_id": request.headers.get("X-Request-ID"),
+        }
+        plog = ext("prediction_log")
+        encoded = None
+        if len(ids) >= _ENCODE_ALL_AT_ONCE and isinstance(inputs.X, np.ndarray) and name is None:
+            columns = {"_id": ids, "input_hash": inputs.input_hashes, "features": inputs.X, "label": labels,
+                       "confidence": np.asarray(confidences), "probabilities": proba.round(6),
+                       "latency_ms": np.full(len(ids), latency_ms)}  # fmt: skip
+            encoded = encode_rows(PREDICTIONS, common, columns, len(ids))
+        if encoded is not None:
+            metas = [{**common, "_id": i, "label": lb, "confidence": c, "latency_ms": latency_ms}
+                     for i, lb, c in zip(ids, labels, confidences, strict=True)]  # fmt: skip
+            plog.submit_encoded(PREDICTIONS, encoded[0], encoded[1], metas)
+        else:
+            plog.submit(_records(common, inputs, name, ids, labels, confidences, probabilities, latency_ms,
+                                 settings.store_images))  # fmt: skip
     metrics = ext("metrics")
     metrics.latency.labels(source).observe(latency_ms / 1000)
     for label, count in Counter(labels).items():
@@ -150,32 +170,25 @@ def _predict_and_log(
 
 
 def _records(
-    model: LoadedModel,
+    common: dict[str, Any],
     inputs: Inputs,
-    source: str,
     name: str | None,
     ids: list[str],
-    labels: list[int],
+    labels: list[Any],
     confidences: list[float],
     probabilities: list[list[float]],
     latency_ms: float,
     store_images: bool,
 ) -> list[dict[str, Any]]:
-    """One prediction-log record per row: metadata, the 64 input features and the outputs."""
-    now = datetime.now(UTC)
-    request_id = request.headers.get("X-Request-ID")
+    """One prediction-log record per row: metadata, the input features and the outputs."""
+    rows = inputs.rows if inputs.rows is not None else inputs.X.tolist()
     records = []
     for i, record_id in enumerate(ids):
         record = {
             "_id": record_id,
-            "kind": "prediction",
-            "ts": now,
-            "model_name": model.name,
-            "model_version": model.version,
-            "source": source,
-            "request_id": request_id,
+            **common,
             "input_hash": inputs.input_hashes[i],
-            "features": inputs.rows[i],
+            "features": rows[i],
             "label": labels[i],
             "confidence": confidences[i],
             "probabilities": probabilities[i],
