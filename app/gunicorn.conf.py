@@ -28,3 +28,4 @@ def worker_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
         from app import shutdown
 
         shutdown(app)
+

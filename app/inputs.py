@@ -113,17 +113,17 @@ def from_instances(instances: Any, max_rows: int) -> Inputs:
         raise InvalidInput(
             f"instances has {len(instances):,} rows; at most {max_rows:,} per request", field="instances"
         )
-    for i, row in enumerate(instances):
-        if not isinstance(row, list) or len(row) != N_FEATURES:
-            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise InvalidInput(
-                f"instances[{i}] must be a list of {N_FEATURES} numbers, got {got}", field=f"instances[{i}]"
-            )
     try:
         X = np.array(instances)  # no dtype: strings, nulls and booleans show up as a non-numeric kind
-    except ValueError:
+    except ValueError:  # ragged rows
         X = np.array([], dtype=object)
-    if X.dtype.kind not in "iuf" or X.shape != (len(instances), N_FEATURES):
+    if X.dtype.kind not in "iuf" or X.shape != (len(instances), N_FEATURES):  # find the row to blame
+        for i, row in enumerate(instances):
+            if not isinstance(row, list) or len(row) != N_FEATURES:
+                got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
+                raise InvalidInput(
+                    f"instances[{i}] must be a list of {N_FEATURES} numbers, got {got}", field=f"instances[{i}]"
+                )
         i, j = _first_non_number(instances)
         raise InvalidInput(
             f"instances[{i}][{j}] is {instances[i][j]!r}; values must be numbers", field=f"instances[{i}][{j}]"
