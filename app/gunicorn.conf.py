@@ -28,4 +28,3 @@ def worker_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
         from app import shutdown
 
         shutdown(app)
-
