@@ -239,11 +239,12 @@ class PredictionLog:
         """Like submit, for records already encoded: journal entries (joined), raw documents, and per
         record the fields the writer needs (`_id`, and for predictions what the rollups count)."""
         segment = self.journal.append([entries], count=len(raws))
-        with self._recent_lock:
-            for meta, raw in zip(metas, raws, strict=True):
-                self._recent[meta["_id"]] = raw
-            while len(self._recent) > self._recent_size:
-                self._recent.popitem(last=False)
+        if collection == PREDICTIONS:  # feedback shares its prediction's _id: it must not replace it here
+            with self._recent_lock:
+                for meta, raw in zip(metas, raws, strict=True):
+                    self._recent[meta["_id"]] = raw
+                while len(self._recent) > self._recent_size:
+                    self._recent.popitem(last=False)
         items = [Item(segment, collection, raw, meta) for meta, raw in zip(metas, raws, strict=True)]
         try:
             self._queue.put_nowait(items)
@@ -272,7 +273,7 @@ class PredictionLog:
         )
 
     def recent(self, record_id: str) -> dict[str, Any] | None:
-        """A record this process logged lately, whether or not MongoDB has it yet."""
+        """A prediction this process logged lately, whether or not MongoDB has it yet."""
         with self._recent_lock:
             raw = self._recent.get(record_id)
         return None if raw is None else bson.decode(raw, codec_options=_TZ_AWARE)

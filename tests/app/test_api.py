@@ -65,6 +65,10 @@ def test_get_prediction_and_feedback(client, app, db):
     flush(app)
     stored = db.feedback.find_one({"_id": pid})
     assert stored["label"] == truth and stored["features"] == DIGITS.X[5].tolist()
+    wrong = (truth + 1) % 10
+    again = client.post(f"/predictions/{pid}/feedback", json={"label": wrong})
+    assert again.json["correct"] is (record.json["label"] == wrong), "feedback is judged against the prediction"
+    assert client.get(f"/predictions/{pid}").json == record.json, "the prediction, not the feedback, is returned"
 
 
 def test_compat_inference_route(client, app):
