@@ -131,7 +131,8 @@ def _predict_and_log(
     best = proba.argmax(axis=1)
     labels = [model.labels[i] for i in best.tolist()]
     confidences = proba[np.arange(len(best)), best].tolist()
-    probabilities = proba.round(6).tolist()
+    rounded = proba.round(6)
+    probabilities = rounded.tolist()
     ids = time_ordered_ids(len(labels))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     settings = ext("settings")
@@ -148,7 +149,7 @@ def _predict_and_log(
         encoded = None
         if len(ids) >= _ENCODE_ALL_AT_ONCE and isinstance(inputs.X, np.ndarray) and name is None:
             columns = {"_id": ids, "input_hash": inputs.input_hashes, "features": inputs.X, "label": labels,
-                       "confidence": np.asarray(confidences), "probabilities": proba.round(6),
+                       "confidence": np.asarray(confidences), "probabilities": rounded,
                        "latency_ms": np.full(len(ids), latency_ms)}  # fmt: skip
             encoded = encode_rows(PREDICTIONS, common, columns, len(ids))
         if encoded is not None:
