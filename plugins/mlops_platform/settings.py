@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = 4_000_000
     store_images: bool = False
     log_predictions: bool = True  # off only to measure the serving path alone (bench)
-    log_queue_size: int = 100_000
+    log_queue_size: int = 100_000  # records per worker in memory; beyond, they spill to the outbox
     log_flush_seconds: float = 0.2
-    log_batch_size: int = 500
+    log_batch_size: int = 2_000  # records per insert (the MongoDB-wire server's cost per record falls with size)
     prediction_ttl_days: int | None = None
     api_key: SecretStr | None = None
     admin_token: SecretStr = SecretStr(PLACEHOLDER)

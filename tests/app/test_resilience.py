@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 from mlflow import MlflowClient
 
 from app import create_app, shutdown
+from app.prediction_log import PredictionLog
 from model.data import load_digits_dataset
 from model.registry import CHAMPION
+from model.store import time_ordered_ids, window_statistics
 from ops import services
 from tests.app.conftest import ADMIN_TOKEN, app_settings, wait_for
 
@@ -98,3 +101,26 @@ def test_mongo_outage_loses_nothing_and_writes_nothing_twice(servers, champion, 
     finally:
         shutdown(app)
         services.stop_group(proc.pid)
+
+
+def test_records_beyond_the_memory_bound_spill_to_disk_and_all_arrive(db, tmp_path):
+    """A worker holds LOG_QUEUE_SIZE records in memory; while MongoDB lags, more go to the outbox, not lost."""
+    plog = PredictionLog(lambda: db, tmp_path / "outbox", queue_size=1_000, flush_seconds=0.05)
+    now = datetime.now(UTC)
+    submitted = []
+    for label in range(3):  # the writer is not started: the first 600 fit, the next two submits do not
+        ids = time_ordered_ids(600)
+        records = [{"_id": i, "kind": "prediction", "ts": now, "model_name": "m", "model_version": "1",
+                    "label": label, "confidence": 0.9, "latency_ms": 1.0} for i in ids]  # fmt: skip
+        plog.submit(records)
+        submitted += ids
+    assert plog.depth() == 600
+    assert plog.outbox.pending() > 0
+    plog.start()
+    try:
+        wait_for(lambda: db.predictions.count_documents({}) == 1_800, timeout=30, message="1,800 documents")
+    finally:
+        plog.close()
+    assert sorted(d["_id"] for d in db.predictions.find({}, {"_id": 1})) == sorted(submitted)
+    stats = window_statistics(db, now - timedelta(hours=1))
+    assert stats["total"] == 1_800 and stats["per_label"] == {"0": 600, "1": 600, "2": 600}

@@ -26,7 +26,7 @@ def test_tiny_benchmark_prints_its_table_and_loses_nothing():
         timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for needle in ("vs mlflow", "batch of 1,000 rows", "/statistics over", "lost 0"):
+    for needle in ("vs mlflow", "batches of 1,000 rows", "/statistics over", "lost 0"):
         assert needle in result.stdout, needle
     written = set((ROOT / "bench" / "results").glob("*.json")) - before
     assert len(written) == 1
@@ -34,3 +34,4 @@ def test_tiny_benchmark_prints_its_table_and_loses_nothing():
     assert {"ours@1", "mlflow@1", "ours_nolog@1", "ours@4"} <= set(data["summary"])
     assert data["log_check"]["lost"] == 0 and data["log_check"]["served"] > 0
     assert all(row["errors"] == 0 for row in data["summary"].values())
+    assert data["batch_1000"]["errors"] == 0 and data["batch_1000"]["rows_per_s"] > 0

@@ -11,7 +11,7 @@ import pytest
 from model.data import load_digits_dataset, split
 from model.params import TrainParams
 from model.serving import agrees, compile_predict_proba
-from model.store import derived_ids, id_floor, time_ordered_ids
+from model.store import _uuid7, derived_ids, id_floor, time_ordered_ids
 from model.train import build_pipeline, train
 
 
@@ -63,3 +63,17 @@ def test_ids_are_uuid7_and_ordered_by_time():
     earlier = derived_ids("batch", before - timedelta(hours=1), 3)
     assert earlier == derived_ids("batch", before - timedelta(hours=1), 3), "derived ids are stable"
     assert max(earlier) < min(ids)
+
+
+def test_ids_keep_the_layout_batch_ids_were_derived_with():
+    """Batch ids derive from the batch: a re-run after an upgrade must produce the ids of the first run."""
+    at = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    keys = [uuid.uuid5(uuid.NAMESPACE_OID, str(i)).hex[:20] for i in range(200)]
+    head = f"{int(at.timestamp() * 1000):012x}"
+    expected = [
+        f"{head[:8]}-{head[8:]}-7{r[:3]}-{'89ab'[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}" for r in keys
+    ]  # the format the first release wrote, one string at a time
+    assert _uuid7(int(at.timestamp() * 1000), "".join(keys), len(keys)) == expected
+    parsed = [uuid.UUID(i) for i in expected]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert derived_ids("batch-1", at, 3) == derived_ids("batch-1", at, 3) != derived_ids("batch-2", at, 3)
