@@ -243,6 +243,7 @@ class PredictionLog:
         self._recent_size = recent_size
         self._recent_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
@@ -286,6 +287,8 @@ class PredictionLog:
                 self._queued += len(raws)
         if room:
             self._queue.put_nowait(Chunk(segment, collection, raws, increments))
+            if self._queued >= self.batch_size:
+                self._wake.set()
         else:  # MongoDB is slower than the requests: spill to disk rather than grow without bound
             self.outbox.append(entries, len(raws))
             self.journal.done({segment: len(raws)})
@@ -325,24 +328,27 @@ class PredictionLog:
     def _run(self) -> None:
         next_replay = 0.0
         while not self._stop.is_set():
-            batch = self._take(self.flush_seconds)
-            if time.monotonic() >= next_replay:
-                if not self._replay():
-                    next_replay = time.monotonic() + self.retry_seconds
-            if batch:
+            # Woken by a full batch, a flush or the interval, not by every request: at one wake-up per
+            # request the writer took the GIL from request threads a thousand times a second.
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            if time.monotonic() >= next_replay and not self._replay():
+                next_replay = time.monotonic() + self.retry_seconds
+            waiting = self._queue.qsize()  # what is queued now, not what keeps arriving while writing:
+            while waiting > 0 and (batch := self._take(waiting)):  # one insert per batch, not per request
+                waiting -= len(batch)
                 self._write_or_outbox(batch)
-            elif self._queue.empty():
+            if self._queue.empty():
                 self._idle.set()
             self.journal.sync()
 
-    def _take(self, wait: float) -> list[Chunk]:
+    def _take(self, most: int) -> list[Chunk]:
+        """Up to `most` chunks off the queue and batch_size records (or one chunk, if larger), without waiting."""
         chunks: list[Chunk] = []
         size = 0
-        deadline = time.monotonic() + wait
-        while size < self.batch_size:
-            timeout = deadline - time.monotonic()
+        while size < self.batch_size and len(chunks) < most:
             try:
-                chunk = self._queue.get(timeout=max(timeout, 0)) if timeout > 0 else self._queue.get_nowait()
+                chunk = self._queue.get_nowait()
             except queue.Empty:
                 break
             self._idle.clear()
@@ -428,6 +434,7 @@ class PredictionLog:
         """Wait until the queue is empty and written (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._wake.set()
             if self._queue.empty() and self._idle.wait(0.05) and self._queue.empty():
                 return True
         return False
@@ -436,6 +443,7 @@ class PredictionLog:
         """Drain the queue (to MongoDB, or to the outbox), then stop the writer. Safe to call twice."""
         self.flush(timeout)
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         leftover: list[Chunk] = []

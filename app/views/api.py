@@ -148,7 +148,6 @@ def _predict_and_log(
             "source": source,
             "request_id": request.headers.get("X-Request-ID"),
         }
-        increments = request_increments(now, model.name, model.version, model.labels, best, confidence, latency_ms)
         plog = ext("prediction_log")
         encoded = None
         if len(ids) >= _ENCODE_ALL_AT_ONCE and isinstance(inputs.X, np.ndarray) and name is None:
@@ -157,11 +156,11 @@ def _predict_and_log(
                        "latency_ms": np.full(len(ids), latency_ms)}  # fmt: skip
             encoded = encode_rows(PREDICTIONS, common, columns, len(ids))
         if encoded is not None:
-            plog.submit_encoded(PREDICTIONS, encoded[0], encoded[1], ids, increments)
+            rollups = request_increments(now, model.name, model.version, model.labels, best, confidence, latency_ms)
+            plog.submit_encoded(PREDICTIONS, encoded[0], encoded[1], ids, rollups)
         else:
-            records = _records(common, inputs, name, ids, labels, confidences, probabilities, latency_ms,
-                               settings.store_images)  # fmt: skip
-            plog.submit(records, increments=increments)
+            plog.submit(_records(common, inputs, name, ids, labels, confidences, probabilities, latency_ms,
+                                 settings.store_images))  # fmt: skip
     metrics = ext("metrics")
     metrics.latency.labels(source).observe(latency_ms / 1000)
     for label, count in Counter(labels).items():

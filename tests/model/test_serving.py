@@ -73,7 +73,9 @@ def test_ids_keep_the_layout_batch_ids_were_derived_with():
     expected = [
         f"{head[:8]}-{head[8:]}-7{r[:3]}-{'89ab'[int(r[3], 16) & 3]}{r[4:7]}-{r[7:19]}" for r in keys
     ]  # the format the first release wrote, one string at a time
-    assert _uuid7(int(at.timestamp() * 1000), "".join(keys), len(keys)) == expected
+    ms = int(at.timestamp() * 1000)
+    assert _uuid7(ms, "".join(keys), len(keys)) == expected  # built with numpy
+    assert _uuid7(ms, "".join(keys[:5]), 5) == expected[:5]  # formatted one by one
     parsed = [uuid.UUID(i) for i in expected]
     assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
     assert derived_ids("batch-1", at, 3) == derived_ids("batch-1", at, 3) != derived_ids("batch-2", at, 3)
