@@ -166,8 +166,8 @@ def _predict_and_log(
     for label, count in Counter(labels).items():
         metrics.predictions.labels(str(label), model.version).inc(count)
     results = [
-        {"id": ids[i], "label": labels[i], "confidence": confidences[i], "probabilities": probabilities[i]}
-        for i in range(len(ids))
+        {"id": i, "label": label, "confidence": c, "probabilities": p}
+        for i, label, c, p in zip(ids, labels, confidences, probabilities, strict=True)
     ]
     return results, latency_ms
 
