@@ -290,9 +290,8 @@ class PredictionLog:
             if self._queued >= self.batch_size:
                 self._wake.set()
         else:  # MongoDB is slower than the requests: spill to disk rather than grow without bound
-            self.outbox.append(entries, len(raws))
+            self.stats.outboxed += self.outbox.append(entries, len(raws))
             self.journal.done({segment: len(raws)})
-            self.stats.outboxed += len(raws)
 
     def record_error(
         self, route: str, status: int, code: str, request_id: str | None, model: dict[str, Any] | None = None
