@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: up down status logs test test-faults lint lock install browser bench-deps rollback bench bench-pipeline clean
+.PHONY: up down status logs test test-faults lint lock install browser bench-deps mlflow2 rollback bench bench-pipeline clean
 
 up: install .env
 	@echo "Starting the stack (data under var/, logs under var/log/) ..."
@@ -37,13 +37,25 @@ $(STAMP): requirements.txt
 .env: | install
 	@$(PY) -m ops.envfile .env.example .env
 
+# An MLflow 2.7.1 server (what DagsHub runs) in a venv of its own, built once into a cache directory
+# (~1 minute with a warm package cache); the test session starts it with basic auth beside MLflow 3.
+MLFLOW2_VENV ?= $(HOME)/.cache/mlops-platform/mlflow-2.7.1
+export MLFLOW2_VENV
+mlflow2: $(MLFLOW2_VENV)/.installed
+
+$(MLFLOW2_VENV)/.installed: ops/mlflow2/requirements.txt | install
+	@echo "Building the MLflow 2.7.1 test server's venv in $(MLFLOW2_VENV) ..."
+	@test -x $(MLFLOW2_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW2_VENV)
+	$(BIN)/uv pip install --python $(MLFLOW2_VENV)/bin/python -q -r ops/mlflow2/requirements.txt
+	@touch $@
+
 # Debian's chromium for the browser test; playwright drives it (never `playwright install`).
 browser:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; the browser test will be skipped"; }
 
-test: install browser bench-deps
+test: install browser bench-deps mlflow2
 	@$(PY) -m pytest
 
 # Fault injection (kills MongoDB for 30 s, SIGKILLs the app and a worker, stops MLflow): ~4 minutes.

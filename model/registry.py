@@ -1,7 +1,9 @@
 """All access to the MLflow tracking server and model registry goes through this module.
 
-The same code talks to a local `mlflow server` and to DagsHub's hosted MLflow: the difference is
-only the tracking URI and the basic-auth credentials in `RegistryConfig`.
+The same code talks to a local MLflow 3 server and to MLflow 2.7+ servers such as DagsHub's hosted
+MLflow, with or without basic auth: the difference is the URIs and credentials in `RegistryConfig`,
+and what `probe()` finds the server can do (`Capabilities`). Every choice that depends on the server
+is made from those capabilities, here, once; nothing downstream catches errors to find out.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,21 @@ class RegistryConfig:
     password: str | None = None
     http_timeout: float = 10.0
     http_retries: int = 2
+    registry_uri: str | None = None  # another server for the model registry; None: the tracking server
+    # what to tell a user whose credentials are refused (settings knows which variables they set)
+    credentials_hint: str = "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+
+    @property
+    def registry(self) -> str:
+        return self.registry_uri or self.tracking_uri
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the probed server can do. A registry with aliases is required; the rest is optional."""
+
+    logged_models: bool  # MLflow 3's logged-models API on both servers; else models are logged as run artifacts
+    server_version: str | None = None  # as the tracking server reports it, when it does
 
 
 @dataclass(frozen=True)
@@ -68,46 +86,77 @@ class Registry:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.http_retries)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(config.http_timeout))
         mlflow.set_tracking_uri(config.tracking_uri)
-        self.client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.tracking_uri)
+        self.client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry)
+        self._capabilities: Capabilities | None = None
 
     # -- capability probe ---------------------------------------------------------------------
 
-    def probe(self) -> dict[str, bool]:
-        """Check the server is reachable, authenticates us, and has a registry with aliases."""
-        base = self.config.tracking_uri.rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            return {"reachable": True, "registry": True, "aliases": True}
-        auth = (self.config.username, self.config.password or "") if self.config.username else None
+    @property
+    def capabilities(self) -> Capabilities:
+        """Probed on first use (`connect()` probes at once); the answer is kept for this object's life."""
+        if self._capabilities is None:
+            self._capabilities = self.probe()
+        return self._capabilities
 
-        def get(path: str, **params: Any) -> requests.Response:
-            try:
-                return requests.get(f"{base}{path}", params=params, auth=auth, timeout=self.config.http_timeout)
-            except requests.RequestException as exc:
-                raise RegistryError(f"MLflow at {base} is unreachable: {exc}") from exc
+    def probe(self) -> Capabilities:
+        """Check the servers answer, accept our credentials, and have a registry with aliases.
 
-        response = get("/api/2.0/mlflow/experiments/search", max_results=1)
-        if response.status_code in (401, 403):
-            raise RegistryError(
-                f"MLflow at {base} refused our credentials (HTTP {response.status_code}): check "
-                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or DAGSHUB_TOKEN)"
-            )
+        Tested against MLflow 3.x and 2.7.1 (DagsHub's), each with and without basic auth. A missing
+        endpoint answers 404 without an MLflow error code (2.x, and hosted services that leave parts
+        of the API out); a present one answers 2xx or an MLflow error about the request itself, e.g.
+        a missing alias is 404 RESOURCE_DOES_NOT_EXIST on 3.x and 400 INVALID_PARAMETER_VALUE on 2.x.
+        """
+        tracking = self.config.tracking_uri.rstrip("/")
+        registry = self.config.registry.rstrip("/")
+        if not tracking.startswith(("http://", "https://")):  # a local store: everything is there
+            self._capabilities = Capabilities(logged_models=True)
+            return self._capabilities
+        response = self._get(tracking, "/api/2.0/mlflow/experiments/search", max_results=1)
+        self._check_auth(tracking, response)
         if response.status_code != 200:
-            raise RegistryError(f"MLflow at {base} answered HTTP {response.status_code}: {response.text[:200]}")
-        response = get("/api/2.0/mlflow/registered-models/search", max_results=1)
+            raise RegistryError(f"MLflow at {tracking} answered HTTP {response.status_code}: {response.text[:200]}")
+        if registry != tracking:
+            self._check_auth(registry, self._get(registry, "/api/2.0/mlflow/experiments/search", max_results=1))
+        response = self._get(registry, "/api/2.0/mlflow/registered-models/search", max_results=1)
         if response.status_code != 200:
             raise RegistryError(
-                f"MLflow at {base} has no usable model registry (HTTP {response.status_code}: "
-                f"{response.text[:200]}); the platform needs one to register and promote models"
+                f"MLflow at {registry} has no usable model registry (HTTP {response.status_code}: "
+                f"{response.text[:200]}); the platform needs one to register and promote models. "
+                "Some hosted servers track runs but have no registry: point MLFLOW_REGISTRY_URI at one that does"
             )
-        response = get("/api/2.0/mlflow/registered-models/alias", name="__probe__", alias=CHAMPION)
-        if response.status_code == 404 and "RESOURCE_DOES_NOT_EXIST" in response.text:
-            return {"reachable": True, "registry": True, "aliases": True}
-        if response.status_code == 200:
-            return {"reachable": True, "registry": True, "aliases": True}
-        raise RegistryError(
-            f"MLflow at {base} does not support model aliases (HTTP {response.status_code}: "
-            f"{response.text[:200]}); MLflow >= 2.3 is needed"
+        response = self._get(registry, "/api/2.0/mlflow/registered-models/alias", name="__probe__", alias=CHAMPION)
+        if not _endpoint_exists(response):
+            raise RegistryError(
+                f"MLflow at {registry} does not support model aliases (HTTP {response.status_code}: "
+                f"{response.text[:200]}); MLflow >= 2.3 is needed"
+            )
+        # a logged model is registered by its id, which a registry on another server must know too
+        logged = all(
+            _endpoint_exists(self._get(base, "/api/2.0/mlflow/logged-models/m-00000000000000000000000000000000"))
+            for base in {tracking, registry}
         )
+        version = self._get(tracking, "/version")
+        self._capabilities = Capabilities(
+            logged_models=logged,
+            server_version=version.text.strip()[:40] if version.status_code == 200 else None,
+        )
+        log.info("MLflow at %s: %s", tracking, self._capabilities)
+        return self._capabilities
+
+    def _get(self, base: str, path: str, **params: Any) -> requests.Response:
+        auth = (self.config.username, self.config.password or "") if self.config.username else None
+        try:
+            return requests.get(f"{base}{path}", params=params, auth=auth, timeout=self.config.http_timeout)
+        except requests.RequestException as exc:
+            raise RegistryError(f"MLflow at {base} is unreachable: {exc}") from exc
+
+    def _check_auth(self, base: str, response: requests.Response) -> None:
+        if response.status_code in (401, 403):
+            who = f"user {self.config.username!r}" if self.config.username else "no credentials"
+            raise RegistryError(
+                f"MLflow at {base} refused our credentials (HTTP {response.status_code}, {who}): "
+                f"check {self.config.credentials_hint} in .env"
+            )
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -146,17 +195,20 @@ class Registry:
         """Download version `version` into `dst` (a cache dir) and load the sklearn Pipeline."""
         import mlflow.sklearn
 
-        dst.mkdir(parents=True, exist_ok=True)
-        uri = f"models:/{self.config.model_name}/{version}"
-        return mlflow.sklearn.load_model(uri, dst_path=str(dst))
+        return mlflow.sklearn.load_model(str(self.download_version(version, dst)))
 
     def download_version(self, version: str, dst: Path) -> Path:
-        """Download the model directory of `version` into `dst` and return its path."""
+        """Download the model directory of `version` into `dst` and return its path.
+
+        The version's own download URI is a run artifact (2.x servers) or a logged model (3.x); it is
+        read from the registry server and fetched from the tracking server, which may be another one.
+        """
         import mlflow.artifacts
 
         dst.mkdir(parents=True, exist_ok=True)
+        uri = self.client.get_model_version_download_uri(self.config.model_name, str(version))
         path = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{self.config.model_name}/{version}", dst_path=str(dst)
+            artifact_uri=uri, dst_path=str(dst), tracking_uri=self.config.tracking_uri
         )
         return Path(path)
 
@@ -165,7 +217,9 @@ class Registry:
         import mlflow.artifacts
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp)
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=self.config.tracking_uri
+            )
             return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
 
     def log_monitoring(self, key: str, metrics: dict[str, float], report: dict[str, Any]) -> str:
@@ -224,21 +278,47 @@ class Registry:
                 mlflow.log_figure(figure, name)
             for name, payload in artifacts.items():
                 mlflow.log_dict(payload, name)
-            signature = infer_signature(input_example, pipeline.predict_proba(input_example))
-            info = mlflow.sklearn.log_model(
-                sk_model=pipeline,
-                name="model",
-                signature=signature,
-                input_example=input_example,
-                pip_requirements=_pip_requirements(),
-                serialization_format="cloudpickle",
-                registered_model_name=self.config.model_name,
-                metadata=metadata,
-            )
-            version = str(info.registered_model_version)
-            log.info("registered %s version %s from run %s", self.config.model_name, version, run.info.run_id)
+            # pyfunc serves predict_proba, as the app does: `mlflow models serve` answers the same numbers
+            model_args: dict[str, Any] = {
+                "signature": infer_signature(input_example, pipeline.predict_proba(input_example)),
+                "input_example": input_example,
+                "pip_requirements": _pip_requirements(),
+                "serialization_format": "cloudpickle",
+                "pyfunc_predict_fn": "predict_proba",
+                "metadata": metadata,
+            }
+            run_id = run.info.run_id
+            if self.capabilities.logged_models:
+                info = mlflow.sklearn.log_model(sk_model=pipeline, name="model", **model_args)
+                source, model_id = info.model_uri, info.model_id
+            else:  # MLflow 2.x (DagsHub): the model directory as run artifacts, registered from the run
+                with tempfile.TemporaryDirectory() as tmp:
+                    mlflow.sklearn.save_model(pipeline, str(Path(tmp) / "model"), **model_args)
+                    self.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+                source, model_id = f"runs:/{run_id}/model", None
+        version = self._register(source, run_id, model_id)
+        log.info("registered %s version %s from run %s", self.config.model_name, version, run_id)
         self.client.set_model_version_tag(self.config.model_name, version, "dataset_hash", dataset["hash"])
         return self.version(version)
+
+    def _register(self, source: str, run_id: str, model_id: str | None) -> str:
+        """A new version of the registered model (created on first use) on the registry server."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.config.model_name
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        mv = self.client.create_model_version(name, source, run_id=run_id, model_id=model_id)
+        deadline = time.monotonic() + 300
+        while mv.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+            time.sleep(1)
+            mv = self.client.get_model_version(name, mv.version)
+        if mv.status != "READY":
+            raise RegistryError(f"{name} version {mv.version} did not become READY: {mv.status} {mv.status_message}")
+        return str(mv.version)
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.config.model_name, alias, str(version))
@@ -268,3 +348,14 @@ def _pip_requirements() -> list[str]:
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:5000]
+
+
+def _endpoint_exists(response: requests.Response) -> bool:
+    """True when the server has the endpoint: it answered, or refused the request with an MLflow error."""
+    if response.ok:
+        return True
+    try:
+        code = response.json().get("error_code")
+    except ValueError:
+        return False  # a web server's own 404 page: no such route
+    return bool(code) and code != "ENDPOINT_NOT_FOUND"

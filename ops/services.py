@@ -180,14 +180,23 @@ def mongo(port: int, storage: str, log: Path) -> Service:
     )  # fmt: skip
 
 
-def mlflow(port: int, home: Path, log: Path, app_name: str | None = None, env: dict[str, str] | None = None) -> Service:
+def mlflow(
+    port: int,
+    home: Path,
+    log: Path,
+    app_name: str | None = None,
+    env: dict[str, str] | None = None,
+    bin_dir: Path = BIN,
+    host: str = "127.0.0.1",
+) -> Service:
+    """An MLflow server; `bin_dir` names another venv's (the MLflow 2.7.1 test server's, say)."""
     home.mkdir(parents=True, exist_ok=True)
     command = [
-        str(BIN / "mlflow"), "server",
+        str(bin_dir / "mlflow"), "server",
         "--workers", "1",
         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
         "--artifacts-destination", str(home / "artifacts"),
-        "--host", "127.0.0.1",
+        "--host", host,
         "--port", str(port),
     ]  # fmt: skip
     if app_name:
@@ -195,10 +204,15 @@ def mlflow(port: int, home: Path, log: Path, app_name: str | None = None, env: d
     return Service(
         name="mlflow",
         command=command,
-        url=f"http://127.0.0.1:{port}",
+        url=f"http://{host}:{port}",
         log=log,
-        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/health"),
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
+        healthy=lambda: http_ok(f"http://{host}:{port}/health"),
+        # a 2.x server execs `gunicorn` by name: its own venv's bin comes first on PATH
+        env={
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PATH": f"{bin_dir}{os.pathsep}{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(env or {}),
+        },
         start_timeout=90,
     )
 

@@ -32,8 +32,18 @@ def port_of(url: str, default: int) -> int:
     return urlparse(url).port or default
 
 
+def local_mlflow(settings: Settings) -> bool:
+    """True when MLFLOW_TRACKING_URI names this machine's loopback address: then `make up` runs MLflow."""
+    url = urlparse(settings.mlflow_tracking_uri)
+    return url.scheme == "http" and url.hostname in ("127.0.0.1", "localhost")
+
+
 def build(settings: Settings) -> dict[str, Service]:
-    """The four services, their ports taken from the URLs in settings (.env)."""
+    """The services to run here, their ports taken from the URLs in settings (.env).
+
+    MLflow is among them only when the tracking URI is local; a remote one (DagsHub, a team server,
+    or another loopback address such as 127.0.0.2) is used as it is.
+    """
     mongo_port = port_of(settings.mongo_uri, 27017)
     mlflow_port = port_of(settings.mlflow_tracking_uri, 5001)
     airflow_port = port_of(settings.airflow_url, 8080)
@@ -44,12 +54,32 @@ def build(settings: Settings) -> dict[str, Service]:
         settings.airflow_admin_user,
         settings.airflow_admin_password.get_secret_value(),
     )
-    return {
+    built = {
         "mongodb": services.mongo(mongo_port, str(VAR / "mongo"), LOGS / "mongodb.log"),
         "mlflow": services.mlflow(mlflow_port, VAR / "mlflow", LOGS / "mlflow.log"),
         "airflow": services.airflow(VAR / "airflow", airflow_port, LOGS / "airflow.log", airflow_env),
         "app": services.app(app_port, LOGS / "app.log"),
     }
+    if not local_mlflow(settings):
+        del built["mlflow"]
+    return built
+
+
+def check_remote_registry(settings: Settings) -> None:
+    """Before starting anything: a remote MLflow must answer, accept our credentials, and have a registry."""
+    from model.errors import RegistryError
+    from model.registry import connect
+    from plugins.mlops_platform.settings import registry_config
+
+    config = registry_config(settings)
+    try:
+        capabilities = connect(config).capabilities
+    except RegistryError as exc:
+        raise ServiceError(str(exc)) from exc
+    where = config.tracking_uri + (f" (registry: {config.registry})" if config.registry_uri else "")
+    version = f"MLflow {capabilities.server_version}" if capabilities.server_version else "MLflow"
+    how = "logged models" if capabilities.logged_models else "models as run artifacts (no logged-models API)"
+    print(f"  mlflow   remote: {where}, {version}, {how}")
 
 
 def pid_of(name: str) -> int | None:
@@ -67,6 +97,8 @@ def pid_of(name: str) -> int | None:
 
 def up(settings: Settings) -> None:
     RUN.mkdir(parents=True, exist_ok=True)
+    if not local_mlflow(settings):
+        check_remote_registry(settings)
     for name, service in build(settings).items():
         pid = pid_of(name)
         if pid is not None and service.healthy():

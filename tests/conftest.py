@@ -68,6 +68,59 @@ def servers() -> Iterator[Servers]:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
+MLFLOW2_VENV = Path(os.environ.get("MLFLOW2_VENV", Path.home() / ".cache" / "mlops-platform" / "mlflow-2.7.1"))
+MLFLOW2_USER, MLFLOW2_PASSWORD = "admin", "s3cret-pass-0123"
+
+
+@pytest.fixture(scope="session")
+def mlflow2() -> Iterator[services.Service]:
+    """An MLflow 2.7.1 server with basic auth, as DagsHub runs, on 127.0.0.2 (so it is not 'local').
+
+    Its venv is built once by `make mlflow2` (part of `make test`). Its admin's password hash is
+    re-made with 1,000 PBKDF2 rounds: with 2.7.1's default of 600,000 every request spent 2-3 s
+    hashing here (a server with an auth cache, or DagsHub's own auth, does not pay that per request).
+    """
+    import sqlite3
+
+    from werkzeug.security import generate_password_hash
+
+    if not (MLFLOW2_VENV / ".installed").exists():
+        pytest.fail(f"no MLflow 2.7.1 venv at {MLFLOW2_VENV}: run `make mlflow2` (make test does)")
+    root = _SESSION_DIR / "mlflow2"
+    root.mkdir(exist_ok=True)
+    ini = root / "auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'auth.db'}\n"
+        f"admin_username = {MLFLOW2_USER}\n"
+        f"admin_password = {MLFLOW2_PASSWORD}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    server = services.mlflow(
+        services.free_port(),
+        root,
+        root / "mlflow.log",
+        app_name="basic-auth",
+        bin_dir=MLFLOW2_VENV / "bin",
+        host="127.0.0.2",
+        env={
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
+            "PYTHONPATH": "",
+        },
+    )
+    proc = services.start(server)
+    try:
+        services.wait_healthy(server, proc)
+        with sqlite3.connect(root / "auth.db") as conn:
+            fast = generate_password_hash(MLFLOW2_PASSWORD, method="pbkdf2:sha256:1000")
+            conn.execute("UPDATE users SET password_hash = ? WHERE username = ?", (fast, MLFLOW2_USER))
+        yield server
+    finally:
+        services.stop_group(proc.pid)
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """`airflow db migrate` once, into the session's throw-away AIRFLOW_HOME."""

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.registry import RegistryConfig
@@ -18,7 +18,7 @@ ENV_FILE = os.environ.get("MLOPS_ENV_FILE", str(ROOT / ".env"))
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", env_parse_none_str="")
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore", env_parse_none_str="", populate_by_name=True)
 
     environment: Literal["development", "production"] = "development"
 
@@ -27,13 +27,19 @@ class Settings(BaseSettings):
     mongo_db: str = "mlops"
     mongo_timeout_ms: int = 2000
 
-    # registry: a local MLflow server, or DagsHub when DAGSHUB_* are set
+    # registry: a local MLflow server, any MLflow >= 2.7 server, or DagsHub's when DAGSHUB_REPO_* are set
     mlflow_tracking_uri: str = "http://127.0.0.1:5001"
+    mlflow_registry_uri: str | None = None  # the model registry on another server; default: the tracking server
     mlflow_tracking_username: str | None = None
     mlflow_tracking_password: SecretStr | None = None
     dagshub_repo_owner: str | None = None
     dagshub_repo_name: str | None = None
-    dagshub_token: SecretStr | None = None
+    # the dagshub client's own variable names; DAGSHUB_TOKEN is read too
+    dagshub_user_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("dagshub_user_token", "dagshub_token")
+    )
+    dagshub_username: str | None = None  # the token owner's user name: not necessarily the repo owner
+    dagshub_client_host: str = "https://dagshub.com"  # a self-hosted DagsHub: its base URL
     model_name: str = "digits-classifier"
     experiment_name: str = "digits"
 
@@ -71,11 +77,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve_dagshub(self) -> Settings:
-        if self.dagshub_repo_owner and self.dagshub_repo_name:
-            self.mlflow_tracking_uri = f"https://dagshub.com/{self.dagshub_repo_owner}/{self.dagshub_repo_name}.mlflow"
-            if self.dagshub_token is not None:
-                self.mlflow_tracking_username = self.mlflow_tracking_username or self.dagshub_repo_owner
-                self.mlflow_tracking_password = self.dagshub_token
+        """DAGSHUB_* become the tracking URI and basic auth, as `dagshub.init` would set them, offline.
+
+        Nothing here calls DagsHub: no login flow, no repository created. The probe at start-up then
+        checks the server answers and accepts the credentials.
+        """
+        repo = (self.dagshub_repo_owner, self.dagshub_repo_name)
+        if not any(repo):
+            if self.dagshub_user_token is not None:
+                raise ValueError("DAGSHUB_USER_TOKEN is set but DAGSHUB_REPO_OWNER and DAGSHUB_REPO_NAME are not")
+            return self
+        if not all(repo):
+            raise ValueError("set both DAGSHUB_REPO_OWNER and DAGSHUB_REPO_NAME (or neither)")
+        host = self.dagshub_client_host.rstrip("/")
+        self.mlflow_tracking_uri = f"{host}/{self.dagshub_repo_owner}/{self.dagshub_repo_name}.mlflow"
+        if self.dagshub_user_token is not None:
+            if not self.dagshub_username:
+                raise ValueError(
+                    "DAGSHUB_USER_TOKEN is set but DAGSHUB_USERNAME is not: set it to your DagsHub user name "
+                    "(the token's owner, which for organisation repos is not the repo owner)"
+                )
+            self.mlflow_tracking_username = self.dagshub_username
+            self.mlflow_tracking_password = self.dagshub_user_token
         return self
 
     @model_validator(mode="after")
@@ -99,8 +122,13 @@ def _is_placeholder(value: SecretStr | None) -> bool:
 def registry_config(settings: Settings, **overrides: object) -> RegistryConfig:
     """The registry adapter's config, from settings (local MLflow or DagsHub alike)."""
     password = settings.mlflow_tracking_password
+    dagshub = settings.dagshub_user_token is not None
     values: dict[str, object] = {
         "tracking_uri": settings.mlflow_tracking_uri,
+        "registry_uri": settings.mlflow_registry_uri,
+        "credentials_hint": (
+            "DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN" if dagshub else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        ),
         "model_name": settings.model_name,
         "experiment_name": settings.experiment_name,
         "username": settings.mlflow_tracking_username,

@@ -41,7 +41,7 @@ def auth_server(tmp_path_factory):
 def test_probe_authenticates_with_basic_auth(auth_server):
     config = RegistryConfig(auth_server.url, "auth-model", "auth-exp", username="admin", password="s3cret-pass-0123")
     registry = connect(config)
-    assert registry.probe() == {"reachable": True, "registry": True, "aliases": True}
+    assert registry.probe().logged_models is True, "MLflow 3 with basic auth has the logged-models API"
     assert registry.by_alias(CHAMPION) is None
 
 
@@ -60,14 +60,47 @@ def test_unreachable_server_is_reported_clearly():
 def test_dagshub_settings_become_basic_auth_on_its_mlflow():
     settings = Settings(
         _env_file=None,
-        dagshub_repo_owner="alice",
+        dagshub_repo_owner="acme-org",
         dagshub_repo_name="digits",
-        dagshub_token="tok-123",
+        dagshub_username="alice",
+        dagshub_user_token="tok-123",
         mlflow_tracking_username=None,
     )
     config = registry_config(settings)
-    assert config.tracking_uri == "https://dagshub.com/alice/digits.mlflow"
-    assert (config.username, config.password) == ("alice", "tok-123")
+    assert config.tracking_uri == "https://dagshub.com/acme-org/digits.mlflow"
+    assert (config.username, config.password) == ("alice", "tok-123"), "the token's owner, not the repo owner"
+    assert config.credentials_hint == "DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN"
+
+
+def test_dagshub_variables_as_the_dagshub_client_names_them(monkeypatch):
+    for key, value in {
+        "DAGSHUB_REPO_OWNER": "acme-org",
+        "DAGSHUB_REPO_NAME": "digits",
+        "DAGSHUB_USERNAME": "alice",
+        "DAGSHUB_TOKEN": "old-name-token",  # the name this project read before; still accepted
+        "DAGSHUB_CLIENT_HOST": "https://dagshub.example.org/",
+        "MLFLOW_REGISTRY_URI": "http://registry.example.org:5001",
+    }.items():
+        monkeypatch.setenv(key, value)
+    config = registry_config(Settings(_env_file=None))
+    assert config.tracking_uri == "https://dagshub.example.org/acme-org/digits.mlflow", "self-hosted DagsHub"
+    assert config.password == "old-name-token"
+    assert config.registry == "http://registry.example.org:5001"
+    monkeypatch.setenv("DAGSHUB_USER_TOKEN", "new-name-token")
+    assert registry_config(Settings(_env_file=None)).password == "new-name-token"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dagshub_repo_owner": "a", "dagshub_repo_name": "b", "dagshub_user_token": "t"}, "DAGSHUB_USERNAME is not"),
+        ({"dagshub_user_token": "t"}, "DAGSHUB_REPO_OWNER and DAGSHUB_REPO_NAME are not"),
+        ({"dagshub_repo_owner": "a"}, "set both DAGSHUB_REPO_OWNER and DAGSHUB_REPO_NAME"),
+    ],
+)
+def test_incomplete_dagshub_settings_say_what_to_set(values, message):
+    with pytest.raises(ValueError, match=message):
+        Settings(_env_file=None, **values)
 
 
 def test_production_refuses_placeholder_secrets():
