@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         registry_config(settings, http_timeout=5.0, http_retries=0),
         settings.model_cache_dir,
         settings.model_poll_seconds,
+        lambda: db,
     )
     prediction_log = PredictionLog(
         lambda: db,

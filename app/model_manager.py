@@ -15,14 +15,17 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pymongo.database import Database
 
-from model.registry import CHAMPION, Registry, RegistryConfig
+from model import provenance
+from model.registry import CHAMPION, Registry, RegistryConfig, load_pipeline
 from model.serving import Predict, agrees, compile_predict_proba
 from model.tabular import Schema
 
@@ -49,8 +52,12 @@ class LoadedModel:
 
 
 class ModelManager:
-    def __init__(self, config: RegistryConfig, cache_dir: Path, poll_seconds: float) -> None:
+    def __init__(
+        self, config: RegistryConfig, cache_dir: Path, poll_seconds: float, db: Callable[[], Database]
+    ) -> None:
         self.config = config
+        self.db = db  # where the gate recorded the digests of what may be loaded (model/provenance.py)
+        self.refused: dict[str, str] = {}  # version -> why its files were not loaded
         self.cache_dir = cache_dir / config.model_name
         self.poll_seconds = poll_seconds
         self.current: LoadedModel | None = None
@@ -143,6 +150,18 @@ class ModelManager:
                         raise
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+        name = self.config.model_name
+        try:
+            files = provenance.verify(
+                target, provenance.recorded(self.db(), name, version), f"{name} version {version}"
+            )
+        except provenance.ProvenanceError as exc:
+            if self.refused.get(version) != str(exc):
+                log.error("not loading %s", exc)
+                provenance.refuse(self.db(), name, version, "app", str(exc))
+            self.refused[version] = str(exc)
+            raise
+        self.refused.pop(version, None)
         mv = self.registry.version(version)
         metrics = self.registry.run_metrics(mv.run_id)
         info = {
@@ -154,6 +173,7 @@ class ModelManager:
             "dataset_hash": mv.tags.get("dataset_hash"),
             "tags": mv.tags,
             "path": str(target),
+            "digest": files,
         }
         loaded = _load_local(target, self.config.model_name, version, info)
         _write_pointer(self.cache_dir / POINTER, info)
@@ -165,6 +185,8 @@ class ModelManager:
             return
         try:
             info = json.loads(pointer.read_text())
+            # the pointer holds the digest verified at download: the cached files must still match it
+            provenance.verify(Path(info["path"]), info.get("digest"), f"the cached version {info['version']}")
             self.current = _load_local(
                 Path(info["path"]), info["name"], str(info["version"]), {**info, "from_cache": True}
             )
@@ -189,11 +211,10 @@ def settle_heap() -> None:
 
 def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> LoadedModel:
     """Load a downloaded model directory and smoke-test it on its input example."""
-    import mlflow.sklearn
     from mlflow.models import Model
 
     started = time.perf_counter()
-    pipeline = mlflow.sklearn.load_model(str(path))
+    pipeline = load_pipeline(path)
     meta = Model.load(str(path))
     raw_example = meta.load_input_example(str(path))
     if raw_example is None:

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(ROOT / "config" / "params.yaml")
         client: MongoClient = MongoClient(mongo.url, tz_aware=True)
         snapshot = lifecycle.ingest(params, workdir / "data", client["bench"])
-        trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry)
+        trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, client["bench"])
         lifecycle.validate_and_promote(
             params, Path(snapshot["path"]), trained["version"], registry, client["bench"], workdir / "val"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from pymongo.database import Database
 
 from model import data as datasets
-from model import tabular
+from model import provenance, tabular
 from model.errors import DataValidationError, NothingToRollBack
 from model.evaluate import Metrics, behavioural_checks, evaluate, table_behavioural_checks
 from model.params import Params
@@ -115,8 +116,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[-80:] or "table"
 
 
-def train_and_register(params: Params, snapshot_path: Path, registry: Registry) -> dict[str, Any]:
-    """Fit the configured Pipeline on the snapshot, log everything to MLflow, register it as challenger."""
+def train_and_register(params: Params, snapshot_path: Path, registry: Registry, db: Database) -> dict[str, Any]:
+    """Fit the configured Pipeline on the snapshot, log everything to MLflow, register it as challenger.
+
+    The registered files are downloaded back and their digest recorded (`registered` in model_events):
+    the gate loads the challenger only if its files still have that digest (model/provenance.py).
+    """
     snap = read_snapshot(snapshot_path)
     labels = snap.labels
     pipeline = build_pipeline(params.train, params.data.seed)
@@ -155,7 +160,21 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry) 
         },
         metadata={"task": task, "schema": snap.schema} if snap.schema else {"task": task},
     )
-    registry.tag_version(version.version, {"holdout_accuracy": metrics.accuracy, "task": task})
+    with tempfile.TemporaryDirectory() as tmp:
+        files = provenance.digest(registry.download_version(version.version, Path(tmp)))
+    registry.tag_version(
+        version.version, {"holdout_accuracy": metrics.accuracy, "task": task, provenance.DIGEST_TAG: files}
+    )
+    record_event(
+        db,
+        provenance.REGISTERED,
+        model_name=registry.config.model_name,
+        version=version.version,
+        run_id=version.run_id,
+        dataset_hash=snap.hash,
+        outcome=provenance.REGISTERED,
+        digest=files,
+    )
     registry.set_alias(CHALLENGER, version.version)
     return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, "accuracy": metrics.accuracy}
 
@@ -166,7 +185,17 @@ def validate_and_promote(
     """Evaluate challenger and champion on the same holdout; move `champion` only if the gate passes."""
     snap = read_snapshot(snapshot_path)
     labels = snap.labels
-    challenger = registry.load_model(version, cache_dir / f"v{version}")
+    name = registry.config.model_name
+    try:
+        challenger, files = registry.load_verified(
+            version, cache_dir / f"v{version}", provenance.recorded(db, name, version, provenance.REGISTERED)
+        )
+    except provenance.ProvenanceError as exc:
+        reason = f"rejected: {exc}"
+        registry.tag_version(version, {"validation_outcome": "rejected", "validation_reason": reason})
+        record_event(db, "rejected", model_name=name, version=version, outcome="rejected", reason=reason)
+        log.warning("version %s %s", version, reason)
+        return {"version": version, "outcome": "rejected", "reason": reason}
     challenger_metrics = evaluate(challenger, snap.holdout.X, snap.holdout.y, labels)
     if snap.schema is None:
         behaviour = behavioural_checks(
@@ -182,10 +211,21 @@ def validate_and_promote(
             f"this snapshot is {task} data: give each task kind its own MODEL_NAME"
         )
     champion_metrics: Metrics | None = None
+    unverified = ""
     if champion_info is not None and champion_info.version != version:
-        champion = registry.load_model(champion_info.version, cache_dir / f"v{champion_info.version}")
-        champion_metrics = evaluate(champion, snap.holdout.X, snap.holdout.y, labels)
+        try:
+            champion, _ = registry.load_verified(
+                champion_info.version,
+                cache_dir / f"v{champion_info.version}",
+                provenance.recorded(db, name, champion_info.version),
+            )
+            champion_metrics = evaluate(champion, snap.holdout.X, snap.holdout.y, labels)
+        except provenance.ProvenanceError as exc:  # judged against the floor alone, and said so
+            unverified = f" (the champion was not compared: {exc})"
+            log.warning("champion not loaded: %s", exc)
     decision = decide_promotion(challenger_metrics, champion_metrics, behaviour, params.promotion)
+    if unverified:
+        decision = type(decision)(decision.promote, decision.reason + unverified)
     if champion_info is not None and champion_info.version == version:
         decision = type(decision)(False, "rejected: this version already is the champion")
     outcome = "promoted" if decision.promote else "rejected"
@@ -200,6 +240,7 @@ def validate_and_promote(
         "thresholds": params.promotion.model_dump(),
         "outcome": outcome,
         "reason": decision.reason,
+        "digest": files,
     }
     registry.tag_version(
         version,
@@ -210,6 +251,7 @@ def validate_and_promote(
             "validation_accuracy": challenger_metrics.accuracy,
             "validation_champion_accuracy": champion_metrics.accuracy if champion_metrics else None,
             "validation_thresholds": params.promotion.model_dump(),
+            provenance.DIGEST_TAG: files,
         },
     )
     if decision.promote:

@@ -191,11 +191,14 @@ class Registry:
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
-    def load_model(self, version: str, dst: Path) -> Any:
-        """Download version `version` into `dst` (a cache dir) and load the sklearn Pipeline."""
-        import mlflow.sklearn
+    def load_verified(self, version: str, dst: Path, expected_digest: str | None) -> tuple[Any, str]:
+        """Download `version` into `dst`, check its files against the digest the platform recorded, and
+        only then load (unpickle) the Pipeline; returns it with the digest. See model/provenance.py."""
+        from model.provenance import verify
 
-        return mlflow.sklearn.load_model(str(self.download_version(version, dst)))
+        path = self.download_version(version, dst)
+        files = verify(path, expected_digest, f"{self.config.model_name} version {version}")
+        return load_pipeline(path), files
 
     def download_version(self, version: str, dst: Path) -> Path:
         """Download the model directory of `version` into `dst` and return its path.
@@ -329,6 +332,13 @@ class Registry:
     def tag_version(self, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.config.model_name, str(version), key, _param_value(value))
+
+
+def load_pipeline(path: Path) -> Any:
+    """Unpickle a downloaded model directory: only for files whose digest was verified first."""
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(str(path))
 
 
 def connect(config: RegistryConfig) -> Registry:

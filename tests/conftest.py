@@ -181,25 +181,58 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
 
     registry = connect(registry_config_for(servers, "digits-app"))
     params = load_params(ROOT / "config" / "params.yaml")
-    db = mongo_client["session_lifecycle"]
+    db = mongo_client[LIFECYCLE_DB]
     snapshot = lifecycle.ingest(params, tmp_session / "data", db)
-    trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry)
+    trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, db)
     decision = lifecycle.validate_and_promote(
         params, Path(snapshot["path"]), trained["version"], registry, db, tmp_session / "validation"
     )
     assert decision["outcome"] == "promoted", decision
-    return {"model_name": "digits-app", "version": trained["version"], "snapshot": snapshot, "params": params}
+    events = list(db.model_events.find({"model_name": "digits-app"}))
+    return {
+        "model_name": "digits-app",
+        "version": trained["version"],
+        "snapshot": snapshot,
+        "params": params,
+        "events": events,
+    }
 
 
 SERVED_DB = "served"
+LIFECYCLE_DB = "session_lifecycle"
+
+
+def trust_champion(db, champion: dict[str, object]) -> None:
+    """Give `db` the gate's records for the session champion, as if the app shared the gate's database.
+
+    In production the gate and the app use one database; tests give each app its own, so the records
+    that let it load the champion (model/provenance.py) are copied there.
+    """
+    for event in champion["events"]:  # type: ignore[attr-defined]
+        db.model_events.replace_one({"_id": event["_id"]}, event, upsert=True)
+
+
+def vouch(db, tracking_uri: str, model_name: str, version: str, tmp: Path) -> str:
+    """Record a `promoted` digest for a version the test put in the registry by hand (no gate ran)."""
+    from model.provenance import PROMOTED, digest
+    from model.registry import Registry
+    from model.store import record_event
+
+    registry = Registry(RegistryConfig(tracking_uri, model_name, model_name, http_retries=0))
+    files = digest(registry.download_version(version, tmp / f"vouch-{model_name}-{version}"))
+    record_event(db, PROMOTED, model_name=model_name, version=str(version), outcome=PROMOTED, digest=files)
+    return files
 
 
 @pytest.fixture(scope="session")
-def served_app(servers: Servers, champion: dict[str, object], tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def served_app(  # noqa: ANN201
+    servers: Servers, champion: dict[str, object], mongo_client: MongoClient, tmp_path_factory: pytest.TempPathFactory
+):
     """The app under gunicorn (2 workers) on a free port, serving the session's champion."""
     import requests
 
     root = tmp_path_factory.mktemp("gunicorn")
+    trust_champion(mongo_client[SERVED_DB], champion)
     env = {
         "MONGO_URI": servers.mongo.url,
         "MONGO_DB": SERVED_DB,

@@ -305,6 +305,8 @@ def health() -> tuple[Response, int]:
             "version": model.version if model else None,
             "from_cache": bool(model and model.info.get("from_cache")),
             "error": models.last_error,
+            # versions the champion alias pointed at whose files the gate never vouched for
+            "refused": models.refused,
         },
         "mongodb": {
             "ok": plog.mongo_ok,

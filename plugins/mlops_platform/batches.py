@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from model import batch as batches
+from model import provenance
 from model.errors import DataValidationError
 from model.registry import CHAMPION
 from model.store import BATCHES, insert_predictions, update_batch
@@ -30,7 +31,6 @@ class BatchRejected(Exception):
 
 def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Score batch `batch_id` with the current champion; idempotent, so a retried run repeats nothing."""
-    import mlflow.sklearn
     from mlflow.models import Model
 
     settings = settings or Settings()
@@ -44,8 +44,11 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         champion = registry.by_alias(CHAMPION)
         if champion is None:
             raise BatchRejected(f"model {settings.model_name} has no champion to score with")
-        path = registry.download_version(champion.version, settings.model_cache_dir / "batch" / f"v{champion.version}")
-        pipeline = mlflow.sklearn.load_model(str(path))
+        dst = settings.model_cache_dir / "batch" / f"v{champion.version}"
+        try:
+            pipeline, path = provenance.load_promoted(registry, db, champion.version, dst, "batch")
+        except provenance.ProvenanceError as exc:
+            raise BatchRejected(str(exc)) from exc
         metadata = Model.load(str(path)).metadata or {}
         data = Path(job["input_path"]).read_bytes()
         try:

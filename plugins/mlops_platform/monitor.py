@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from model import monitoring
+from model import monitoring, provenance
 from model.params import load_params
 from model.registry import CHAMPION, EXAMPLE_PREDICTIONS_ARTIFACT, PROFILE_ARTIFACT
 from model.store import MONITORING_REPORTS, PREDICTIONS, id_floor, window_statistics
@@ -37,7 +37,6 @@ def check_mlflow(settings: Settings) -> dict[str, Any]:
 
 def check_champion(settings: Settings) -> dict[str, Any]:
     """The champion loads, reproduces its logged predictions, and is the version the app serves."""
-    import mlflow.sklearn
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
@@ -45,8 +44,12 @@ def check_champion(settings: Settings) -> dict[str, Any]:
     champion = registry.by_alias(CHAMPION)
     if champion is None:
         raise CheckFailed(f"no version of {settings.model_name} carries the alias '{CHAMPION}'")
-    path = registry.download_version(champion.version, settings.model_cache_dir / "monitor" / f"v{champion.version}")
-    pipeline = mlflow.sklearn.load_model(str(path))
+    dst = settings.model_cache_dir / "monitor" / f"v{champion.version}"
+    with PlatformMongoHook(settings) as mongo:
+        try:
+            pipeline, path = provenance.load_promoted(registry, mongo.get_conn(), champion.version, dst, "monitor")
+        except provenance.ProvenanceError as exc:
+            raise CheckFailed(f"champion v{champion.version} is not loaded: {exc}") from exc
     example: Any = Model.load(str(path)).load_input_example(str(path))
     if not hasattr(example, "columns"):  # image models: a plain array; tables keep their DataFrame
         example = np.asarray(example, dtype=np.float64)

@@ -127,7 +127,9 @@ def registry_config(settings: Settings, **overrides: object) -> RegistryConfig:
         "tracking_uri": settings.mlflow_tracking_uri,
         "registry_uri": settings.mlflow_registry_uri,
         "credentials_hint": (
-            "DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN" if dagshub else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+            "DAGSHUB_USERNAME / DAGSHUB_USER_TOKEN"
+            if dagshub
+            else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
         ),
         "model_name": settings.model_name,
         "experiment_name": settings.experiment_name,

@@ -38,7 +38,8 @@ def train(snapshot: dict[str, Any]) -> dict[str, Any]:
     settings = Settings()
     params = params_for(settings, snapshot)
     registry = PlatformRegistryHook(settings).get_conn()
-    result = lifecycle.train_and_register(params, Path(snapshot["path"]), registry)
+    with PlatformMongoHook(settings) as mongo:
+        result = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, mongo.get_conn())
     return {**result, "path": snapshot["path"], "params": snapshot.get("params")}
 
 

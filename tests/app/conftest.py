@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from app import create_app, shutdown
 from model.features import features_to_image
 from plugins.mlops_platform.settings import Settings
+from tests.conftest import trust_champion
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -46,6 +47,7 @@ def wait_for(predicate, timeout: float = 30.0, message: str = "condition") -> No
 
 @pytest.fixture
 def app(servers, champion, db, tmp_path) -> Iterator[Flask]:
+    trust_champion(db, champion)
     application = create_app(app_settings(servers, tmp_path, champion["model_name"], db.name))
     wait_for(lambda: application.extensions["models"].current is not None, message="the champion to load")
     yield application

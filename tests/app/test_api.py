@@ -9,6 +9,7 @@ import pytest
 
 from model.data import load_digits_dataset
 from tests.app.conftest import ADMIN_TOKEN, app_settings, b64, png_bytes, wait_for
+from tests.conftest import trust_champion
 
 DIGITS = load_digits_dataset()
 
@@ -152,6 +153,7 @@ def test_admin_reload_needs_the_token(client):
 def test_api_key_when_configured(servers, champion, db, tmp_path):
     from app import create_app, shutdown
 
+    trust_champion(db, champion)
     application = create_app(app_settings(servers, tmp_path, champion["model_name"], db.name, api_key="k-123456789012"))
     try:
         wait_for(lambda: application.extensions["models"].current is not None)

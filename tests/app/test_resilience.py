@@ -14,6 +14,7 @@ from model.registry import CHAMPION
 from model.store import time_ordered_ids, window_statistics
 from ops import services
 from tests.app.conftest import ADMIN_TOKEN, app_settings, wait_for
+from tests.conftest import trust_champion, vouch
 
 ROWS = load_digits_dataset().X[:4].tolist()
 
@@ -24,6 +25,8 @@ def test_hot_swap_under_load(servers, champion, db, tmp_path):
     first = client.copy_model_version(source, "digits-swap").version
     second = client.copy_model_version(source, "digits-swap").version
     client.set_registered_model_alias("digits-swap", CHAMPION, first)
+    for version in (first, second):  # no gate ran for these copies: record what it would have
+        vouch(db, servers.mlflow.url, "digits-swap", version, tmp_path)
 
     app = create_app(app_settings(servers, tmp_path, "digits-swap", db.name, model_poll_seconds=3600))
     try:
@@ -68,6 +71,7 @@ def test_mongo_outage_loses_nothing_and_writes_nothing_twice(servers, champion, 
         app_settings(servers, tmp_path, champion["model_name"], "outage", mongo_uri=mongo.url, mongo_timeout_ms=500)
     )
     db = app.extensions["db"]
+    trust_champion(db, champion)
     try:
         wait_for(lambda: app.extensions["models"].current is not None)
         c = app.test_client()

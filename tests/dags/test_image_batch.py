@@ -10,6 +10,7 @@ import pandas as pd
 from app import create_app, shutdown
 from model.data import load_digits_dataset
 from tests.app.conftest import app_settings, png_bytes, wait_for
+from tests.conftest import trust_champion
 
 DB = "image_batch_test"
 
@@ -23,6 +24,7 @@ def test_a_zip_of_images_is_scored(servers, champion, dagbag, mongo_client, monk
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
     }.items():
         monkeypatch.setenv(key, value)
+    trust_champion(mongo_client[DB], champion)
     app = create_app(app_settings(servers, tmp_path, str(champion["model_name"]), DB, batches_dir=tmp_path / "b"))
     try:
         wait_for(lambda: app.extensions["models"].current is not None, message="the champion to load")

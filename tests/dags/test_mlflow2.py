@@ -67,7 +67,9 @@ def test_probe_finds_logged_models_on_mlflow_3(servers):
 
 
 def test_wrong_password_names_the_variables_to_fix(mlflow2):
-    with pytest.raises(RegistryError, match=r"refused our credentials.*MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"):
+    with pytest.raises(
+        RegistryError, match=r"refused our credentials.*MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+    ):
         connect(config(mlflow2, password="wrong"))
 
 
@@ -105,7 +107,12 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
 
     # the app, configured by the environment alone, loads that champion and logs its predictions
     root = tmp_path / "app"
-    app_env = {**env2, "OUTBOX_DIR": str(root / "outbox"), "BATCHES_DIR": str(root / "batches"), "LOG_FLUSH_SECONDS": "0.05"}
+    app_env = {
+        **env2,
+        "OUTBOX_DIR": str(root / "outbox"),
+        "BATCHES_DIR": str(root / "batches"),
+        "LOG_FLUSH_SECONDS": "0.05",
+    }
     app = services.app(services.free_port(), root / "app.log", env=app_env, workers=1)
     proc = services.start(app)
     try:
@@ -147,7 +154,7 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
     params = params.model_copy(update={"train": params.train.model_copy(update=QUICK["train"])})
     started = time.monotonic()
     snapshot = Path(next((Path(env2["DATA_DIR"]) / "snapshots").glob("*/manifest.json")).parent)
-    second = lifecycle.train_and_register(params, snapshot, registry)
+    second = lifecycle.train_and_register(params, snapshot, registry, db)
     decision = lifecycle.validate_and_promote(params, snapshot, second["version"], registry, db, tmp_path / "val")
     assert decision["outcome"] == "promoted", decision
     assert registry.by_alias(PREVIOUS).version == champion.version
@@ -182,8 +189,10 @@ def test_registry_on_another_server_than_tracking(servers, mlflow2, mongo_client
     params = champion["params"]
     params = params.model_copy(update={"train": params.train.model_copy(update=QUICK["train"])})
     snapshot = Path(champion["snapshot"]["path"])
-    trained = lifecycle.train_and_register(params, snapshot, registry)
-    decision = lifecycle.validate_and_promote(params, snapshot, trained["version"], registry, mongo_client[DB], tmp_path)
+    trained = lifecycle.train_and_register(params, snapshot, registry, mongo_client[DB])
+    decision = lifecycle.validate_and_promote(
+        params, snapshot, trained["version"], registry, mongo_client[DB], tmp_path
+    )
     assert decision["outcome"] == "promoted", decision
 
     on_registry = MlflowClient(tracking_uri=servers.mlflow.url, registry_uri=mlflow2.url)

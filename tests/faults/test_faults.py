@@ -18,6 +18,7 @@ from pymongo import MongoClient
 from model.data import load_digits_dataset
 from ops import services
 from tests.app.conftest import wait_for
+from tests.conftest import trust_champion, vouch
 
 pytestmark = pytest.mark.faults
 ROW = load_digits_dataset().X[0].tolist()
@@ -83,11 +84,13 @@ def start_app(root: Path, env: dict[str, str], port: int | None = None):  # noqa
 
 
 @pytest.fixture
-def own_mongo(tmp_path):
+def own_mongo(champion, tmp_path):
     mongo = services.mongo(services.free_port(), str(tmp_path / "mongo-data"), tmp_path / "mongo.log")
     proc = services.start(mongo)
     services.wait_healthy(mongo, proc)
     holder = {"service": mongo, "proc": proc}
+    with MongoClient(mongo.url) as client:
+        trust_champion(client["faults"], champion)  # the gate's records, as in a shared database
     yield holder
     services.stop_group(holder["proc"].pid)
 
@@ -200,6 +203,8 @@ def test_mlflow_down_app_keeps_serving_and_restarts_from_cache(servers, champion
         MlflowClient(private.url).set_registered_model_alias(
             "mlflow-down", CHAMPION, str(info.registered_model_version)
         )
+        with MongoClient(own_mongo["service"].url) as client:  # no gate ran for this copy
+            vouch(client["faults"], private.url, "mlflow-down", str(info.registered_model_version), tmp_path)
 
         env = app_env(tmp_path, own_mongo["service"].url, private.url, "mlflow-down")
         service, proc = start_app(tmp_path, env)

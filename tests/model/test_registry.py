@@ -116,9 +116,9 @@ def test_rollback_moves_champion_back_and_is_recorded(servers, db, tmp_path, cha
 
     with pytest.raises(NothingToRollBack):
         lifecycle.rollback(registry, db)
-    first = lifecycle.train_and_register(params, Path(path), registry)
+    first = lifecycle.train_and_register(params, Path(path), registry, db)
     lifecycle.validate_and_promote(params, Path(path), first["version"], registry, db, tmp_path)
-    second = lifecycle.train_and_register(params, Path(path), registry)
+    second = lifecycle.train_and_register(params, Path(path), registry, db)
     decision = lifecycle.validate_and_promote(params, Path(path), second["version"], registry, db, tmp_path)
     assert decision["outcome"] == "promoted", "same data, same seed: equal accuracy is within the tolerance"
     assert registry.by_alias(PREVIOUS).version == first["version"]
