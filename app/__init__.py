@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         queue_size=settings.log_queue_size,
         batch_size=settings.log_batch_size,
         flush_seconds=settings.log_flush_seconds,
+        max_outbox_bytes=settings.log_max_outbox_bytes,
     )
     app.extensions.update(
         settings=settings,

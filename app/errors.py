@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from app.prediction_log import LogUnavailable
 from model.errors import BlankImage, ImageError, ImageTooLarge, UnreadableImage
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,11 @@ def register_error_handlers(app: Flask) -> None:
         _record_failure(exc.status, exc.code)
         return error_response(exc.status, exc.code, exc.message, exc.field)
 
+    @app.errorhandler(LogUnavailable)
+    def _log_unavailable(exc: LogUnavailable) -> tuple[Response, int]:
+        log.error("refused a request its record could not be made durable: %s", exc)
+        return error_response(503, "log_unavailable", f"the prediction was not recorded, so it is not answered: {exc}")
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
@@ -99,4 +105,9 @@ def _record_failure(status: int, code: str) -> None:
 
     plog = current_app.extensions.get("prediction_log")
     if plog is not None and request.endpoint and request.endpoint.startswith("api.predict"):
-        plog.record_error(route=request.path, status=status, code=code, request_id=request.headers.get("X-Request-ID"))
+        try:
+            plog.record_error(
+                route=request.path, status=status, code=code, request_id=request.headers.get("X-Request-ID")
+            )
+        except LogUnavailable:  # the error answer goes out all the same; the log says why it is missing
+            log.warning("error record for %s not logged: the prediction log is unavailable", request.path)

@@ -17,9 +17,11 @@ Guarantees, in order of the path a record takes:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
+import socket
 import struct
 import threading
 import time
@@ -44,6 +46,14 @@ from model.store import FEEDBACK, PREDICTIONS, insert_predictions, time_ordered_
 log = logging.getLogger(__name__)
 
 
+class PartialFile(Exception):
+    """An outbox or journal file ends in (or holds) a record that does not parse: it is quarantined."""
+
+
+class LogUnavailable(Exception):
+    """A record could not be made durable (disk full, outbox at its cap): the request must not be acknowledged."""
+
+
 @dataclass
 class LogStats:
     written: int = 0
@@ -60,17 +70,25 @@ class Outbox:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.token = token
-        self.path = self.dir / f"outbox-{os.getpid()}-{token}.bson"
+        self.path = self.dir / f"outbox-{HOST}-{os.getpid()}-{token}.bson"
         self._lock = threading.Lock()
 
     def append(self, entries: bytes, count: int) -> int:
         """Append `count` encoded entries (see `entry`) and fsync before returning; returns count."""
         if not entries:
             return 0
-        with self._lock, self.path.open("ab") as fh:
-            fh.write(entries)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                start = os.fstat(fd).st_size
+                try:
+                    write_all(fd, entries)
+                    os.fsync(fd)
+                except OSError:
+                    _truncate(fd, start)  # no partial record left behind for the replay to trip on
+                    raise
+            finally:
+                os.close(fd)
         return count
 
     def claim(self) -> list[Path]:
@@ -79,15 +97,13 @@ class Outbox:
         names = ("outbox-*.bson", "replay-*.bson", "journal-*.bson")
         candidates = [p for pattern in names for p in self.dir.glob(pattern)]
         for path in sorted(candidates, key=_mtime):
-            kind, pid, token = path.name.split("-")[:3]
-            mine = pid == str(os.getpid()) and token == self.token
-            if kind == "journal" and (mine or self._writer_alive(int(pid), token)):
+            kind, host, pid, token = _owner(path.name)
+            mine = host == HOST and pid == os.getpid() and token == self.token
+            if kind == "journal" and (mine or self._writer_alive(host, pid, token)):
                 continue  # a live process's write-ahead journal, not an outbox
-            if kind == "outbox" and not mine and self._writer_alive(int(pid), token):
+            if kind in ("outbox", "replay") and not mine and self._writer_alive(host, pid, token):
                 continue
-            if kind == "replay" and not mine and self._writer_alive(int(pid), token):
-                continue
-            target = self.dir / f"replay-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
+            target = self.dir / f"replay-{HOST}-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
             with self._lock:
                 try:
                     path.rename(target)
@@ -96,9 +112,20 @@ class Outbox:
             claimed.append(target)
         return claimed
 
-    def _writer_alive(self, pid: int, token: str) -> bool:
+    def _writer_alive(self, host: str, pid: int, token: str) -> bool:
+        """Whether the process that wrote a file may still be writing it.
+
+        Another machine's or container's file (another hostname) is taken to be alive: its pid means
+        nothing here, so it is never claimed (give each replica its own directory). Our hostname from
+        an earlier boot: dead. Otherwise the pid decides; our own pid with another token is a dead
+        process whose pid we reuse.
+        """
+        if host[:9] != HOST[:9]:
+            return True
+        if host != HOST:
+            return False
         if pid == os.getpid():
-            return token == self.token  # same pid, other token: a dead process whose pid we reuse
+            return token == self.token
         return _alive(pid)
 
     def has_pending(self) -> bool:
@@ -110,7 +137,10 @@ class Outbox:
 
     @staticmethod
     def batches(path: Path, size: int, skip: int = 0) -> Iterator[list[tuple[str, RawBSONDocument]]]:
-        """The file's (collection, document) entries, `size` at a time, after the first `skip`, undecoded."""
+        """The file's (collection, document) entries, `size` at a time, after the first `skip`, undecoded.
+
+        Raises PartialFile after the last good entry when the rest of the file does not parse.
+        """
         batch: list[tuple[str, RawBSONDocument]] = []
         with path.open("rb") as fh:
             try:
@@ -121,22 +151,38 @@ class Outbox:
                     if len(batch) == size:
                         yield batch
                         batch = []
-            except bson.errors.InvalidBSON:
-                log.warning("outbox %s ends in a partial record (crash mid-append); the rest was replayed", path)
+            except (bson.errors.InvalidBSON, KeyError) as exc:
+                if batch:
+                    yield batch
+                raise PartialFile(f"{path.name}: {exc}") from exc
         if batch:
             yield batch
 
+    def quarantine(self, path: Path) -> Path:
+        """Set a file that does not parse fully aside, for a person to look at; never deleted here."""
+        target = self.dir / f"quarantine-{path.name}"
+        path.rename(target)
+        log.error("%s does not parse past its last good record: kept as %s", path.name, target.name)
+        return target
+
     def keep_rest(self, path: Path, written: int) -> None:
         """After a replay failed part-way: the entries not yet written become the file to replay next time."""
-        rest = self.dir / f"replay-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
+        rest = self.dir / f"replay-{HOST}-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
+        partial = False
         with rest.open("wb") as fh:
-            for batch in Outbox.batches(path, 10_000, skip=written):
-                fh.write(b"".join(entry(coll, doc) for coll, doc in batch))
+            try:
+                for batch in Outbox.batches(path, 10_000, skip=written):
+                    fh.write(b"".join(entry(coll, doc) for coll, doc in batch))
+            except PartialFile:
+                partial = True
             fh.flush()
             os.fsync(fh.fileno())
         stat = path.stat()
         os.utime(rest, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # keeps its place in the replay order
-        path.unlink()
+        if partial:
+            self.quarantine(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 class Journal:
@@ -154,17 +200,22 @@ class Journal:
         self._pending: dict[int, int] = {}
 
     def _path(self, segment: int) -> Path:
-        return self.dir / f"journal-{os.getpid()}-{self.token}-{segment:06d}.bson"
+        return self.dir / f"journal-{HOST}-{os.getpid()}-{self.token}-{segment:06d}.bson"
 
     def append(self, entries: list[bytes], count: int | None = None) -> int:
         """Append encoded entries (`count` records in all, if they are pre-joined); returns their segment."""
         data = b"".join(entries)
         count = len(entries) if count is None else count
         with self._lock:
-            if self._fd is None or self._size >= self.segment_bytes:
-                self._rotate()
-            assert self._fd is not None
-            os.write(self._fd, data)
+            try:
+                if self._fd is None or self._size >= self.segment_bytes:
+                    self._rotate()
+                assert self._fd is not None
+                write_all(self._fd, data)
+            except OSError as exc:
+                if self._fd is not None and not _truncate(self._fd, self._size):
+                    self._abandon()  # cannot cut the partial record off: the next append starts a new segment
+                raise LogUnavailable(f"the prediction log cannot write to {self.dir}: {exc.strerror or exc}") from exc
             self._size += len(data)
             self._dirty = True
             self._pending[self._segment] = self._pending.get(self._segment, 0) + count
@@ -172,14 +223,27 @@ class Journal:
 
     def _rotate(self) -> None:
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
+            fd, self._fd = self._fd, None  # never kept once closed: the number may go to another file
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             if self._pending.get(self._segment, 0) == 0:
                 self._path(self._segment).unlink(missing_ok=True)
                 self._pending.pop(self._segment, None)
         self._segment += 1
-        self._fd = os.open(self._path(self._segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = 0
+        self._fd = os.open(self._path(self._segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def _abandon(self) -> None:
+        """Stop appending to the current segment (its records stay pending until they are handled)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._size = self.segment_bytes
 
     def sync(self) -> None:
         """fsync outside the lock, on a duplicate descriptor: a slow disk must not stall requests."""
@@ -224,6 +288,7 @@ class PredictionLog:
         flush_seconds: float = 0.2,
         retry_seconds: float = 1.0,
         recent_size: int = 20_000,
+        max_outbox_bytes: int = 1 << 30,
     ) -> None:
         self._db_factory = db_factory
         self._queue: queue.Queue[Chunk] = queue.Queue()  # one entry per submit
@@ -239,6 +304,10 @@ class PredictionLog:
         self.stats = LogStats()
         self.mongo_ok = True
         self.last_error: str | None = None
+        self.max_outbox_bytes = max_outbox_bytes
+        self.outbox_bytes = self.outbox.pending()  # refreshed by the writer; checked on the request path
+        self.writer_error: str | None = None  # the writer's last failure, until a cycle succeeds again
+        self._retry: list[Chunk] = []  # taken off the queue, not yet in MongoDB or the outbox
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_size = recent_size
         self._recent_lock = threading.Lock()
@@ -274,7 +343,16 @@ class PredictionLog:
         increments: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Like submit, for records already encoded: journal entries (joined), raw documents, their ids,
-        and for predictions the rollup increments they make (model/statistics.py)."""
+        and for predictions the rollup increments they make (model/statistics.py).
+
+        Raises LogUnavailable, and nothing is recorded, when the journal cannot take the records or the
+        outbox is at its cap: the caller answers 503 instead of acknowledging.
+        """
+        if self.outbox_bytes >= self.max_outbox_bytes:
+            raise LogUnavailable(
+                f"the outbox holds {self.outbox_bytes:,} bytes, its cap (LOG_MAX_OUTBOX_BYTES): "
+                "MongoDB has been unreachable for too long"
+            )
         segment = self.journal.append([entries], count=len(raws))
         if collection == PREDICTIONS:  # feedback shares its prediction's _id: it must not replace it here
             with self._recent_lock:
@@ -290,8 +368,15 @@ class PredictionLog:
             if self._queued >= self.batch_size:
                 self._wake.set()
         else:  # MongoDB is slower than the requests: spill to disk rather than grow without bound
-            self.stats.outboxed += self.outbox.append(entries, len(raws))
-            self.journal.done({segment: len(raws)})
+            try:
+                self.stats.outboxed += self.outbox.append(entries, len(raws))
+                self.outbox_bytes += len(entries)
+                self.journal.done({segment: len(raws)})
+            except OSError as exc:  # journaled already, so durable: queue it past the bound rather than fail
+                log.warning("could not spill to the outbox (%s); queueing past the bound", exc)
+                with self._queued_lock:
+                    self._queued += len(raws)
+                self._queue.put_nowait(Chunk(segment, collection, raws, increments))
 
     def record_error(
         self, route: str, status: int, code: str, request_id: str | None, model: dict[str, Any] | None = None
@@ -325,31 +410,57 @@ class PredictionLog:
     # -- writer side ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The writer: never dies on an error. A failed cycle is logged, reported in /health, and retried
+        with backoff; its records stay in the journal (and in memory) meanwhile."""
         next_replay = 0.0
+        backoff = 0.0
         while not self._stop.is_set():
             # Woken by a full batch, a flush or the interval, not by every request: at one wake-up per
             # request the writer took the GIL from request threads a thousand times a second.
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            if time.monotonic() >= next_replay and not self._replay():
-                next_replay = time.monotonic() + self.retry_seconds
-            waiting = self._queue.qsize()  # what is queued now, not what keeps arriving while writing:
-            while waiting > 0 and (batch := self._take(waiting)):  # one insert per batch, not per request
-                waiting -= len(batch)
-                self._write_or_outbox(batch)
-            if self._queue.empty():
-                self._idle.set()
-            self.journal.sync()
+            try:
+                next_replay = self._cycle(next_replay)
+            except Exception as exc:
+                backoff = min(max(backoff * 2, self.retry_seconds), 30.0)
+                if self.writer_error is None:
+                    log.exception("the prediction log writer failed; retrying every %.0fs at most", backoff)
+                self.writer_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                self._stop.wait(backoff)
+                continue
+            backoff = 0.0
+            if self.writer_error is not None:
+                log.warning("the prediction log writer recovered")
+                self.writer_error = None
+
+    def _cycle(self, next_replay: float) -> float:
+        if time.monotonic() >= next_replay and not self._replay():
+            next_replay = time.monotonic() + self.retry_seconds
+        waiting = len(self._retry) + self._queue.qsize()  # what is queued now, not what keeps arriving
+        while waiting > 0 and (batch := self._take(waiting)):  # one insert per batch, not per request
+            waiting -= len(batch)
+            self._write_or_outbox(batch)
+        if self._queue.empty() and not self._retry:
+            self._idle.set()
+        self.journal.sync()
+        self.outbox_bytes = self.outbox.pending()
+        return next_replay
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def _take(self, most: int) -> list[Chunk]:
         """Up to `most` chunks off the queue and batch_size records (or one chunk, if larger), without waiting."""
         chunks: list[Chunk] = []
         size = 0
         while size < self.batch_size and len(chunks) < most:
-            try:
-                chunk = self._queue.get_nowait()
-            except queue.Empty:
-                break
+            if self._retry:
+                chunk = self._retry.pop(0)
+            else:
+                try:
+                    chunk = self._queue.get_nowait()
+                except queue.Empty:
+                    break
             self._idle.clear()
             with self._queued_lock:
                 self._queued -= len(chunk.raws)
@@ -366,7 +477,13 @@ class PredictionLog:
         except (PyMongoError, _Deferred) as exc:
             if isinstance(exc, PyMongoError):
                 self._mark_down(exc)
-            self.stats.outboxed += self.outbox.append(*_entries(chunks))
+            try:
+                self.stats.outboxed += self.outbox.append(*_entries(chunks))
+            except OSError:
+                self._retry[:0] = chunks  # still journaled: tried again after the backoff
+                with self._queued_lock:
+                    self._queued += sum(len(c.raws) for c in chunks)
+                raise
         counts: dict[int, int] = {}
         for chunk in chunks:
             counts[chunk.segment] = counts.get(chunk.segment, 0) + len(chunk.raws)
@@ -382,13 +499,17 @@ class PredictionLog:
                 for batch in Outbox.batches(path, self.batch_size):
                     self._write([Chunk(-1, coll, [doc], None) for coll, doc in batch])
                     written += len(batch)
+            except PartialFile:
+                self.outbox.quarantine(path)
+                self.stats.replayed += written
+                continue
             except PyMongoError as exc:
                 self._mark_down(exc)
                 if written:
                     self.outbox.keep_rest(path, written)
                 self.stats.replayed += written
                 return False  # what is left is claimed again next time
-            path.unlink()
+            path.unlink(missing_ok=True)
             self.stats.replayed += written
             log.info("replayed %d records from %s", written, path.name)
         return True
@@ -434,7 +555,7 @@ class PredictionLog:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._wake.set()
-            if self._queue.empty() and self._idle.wait(0.05) and self._queue.empty():
+            if self._queue.empty() and not self._retry and self._idle.wait(0.05) and self._queue.empty():
                 return True
         return False
 
@@ -451,13 +572,22 @@ class PredictionLog:
                 leftover.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        leftover[:0] = self._retry
+        self._retry = []
         if leftover:
-            self.stats.outboxed += self.outbox.append(*_entries(leftover))
-            counts: dict[int, int] = {}
-            for chunk in leftover:
-                counts[chunk.segment] = counts.get(chunk.segment, 0) + len(chunk.raws)
-            self.journal.done(counts)
-        self.journal.close()
+            try:
+                self.stats.outboxed += self.outbox.append(*_entries(leftover))
+            except OSError as exc:  # their journal segment stays, and the next process replays it
+                log.error("could not write %d chunks to the outbox at shutdown: %s", len(leftover), exc)
+            else:
+                counts: dict[int, int] = {}
+                for chunk in leftover:
+                    counts[chunk.segment] = counts.get(chunk.segment, 0) + len(chunk.raws)
+                self.journal.done(counts)
+        try:
+            self.journal.close()
+        except OSError as exc:
+            log.error("could not close the journal cleanly (the next process replays it): %s", exc)
 
 
 class _Deferred(Exception):
@@ -499,6 +629,47 @@ def _wrap(collection: str, raw: bytes) -> bytes:
 _INT32 = struct.Struct("<i")
 _TZ_AWARE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
+
+
+def _host_id() -> str:
+    """This machine or container, as file names carry it: 'h' + hostname hash, 'b' + boot id hash."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    name = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return f"h{name}b{hashlib.sha256(boot.encode()).hexdigest()[:6]}"
+
+
+HOST = _host_id()
+
+
+def _owner(name: str) -> tuple[str, str, int, str]:
+    """(kind, host, pid, token) of a log file; names from before hosts were recorded count as ours."""
+    parts = name.removesuffix(".bson").split("-")
+    if len(parts) > 3 and parts[1].startswith("h") and not parts[1].isdigit():
+        return parts[0], parts[1], int(parts[2]), parts[3]
+    return parts[0], HOST, int(parts[1]), parts[2]
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written: a write may be short (a signal, a nearly full disk)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(28, "no space left on device (short write)")
+        view = view[written:]
+
+
+def _truncate(fd: int, size: int) -> bool:
+    """Cut a file back to `size` bytes; False when even that fails."""
+    try:
+        os.ftruncate(fd, size)
+        return True
+    except OSError:
+        log.exception("could not truncate a log file back to %d bytes", size)
+        return False
 
 
 def _mtime(path: Path) -> float:

@@ -296,7 +296,8 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 def health() -> tuple[Response, int]:
     models, plog = ext("models"), ext("prediction_log")
     model = models.current
-    ready = model is not None
+    writer = plog.alive()
+    ready = model is not None and writer
     body = {
         "status": "ready" if ready else "not_ready",
         "model": {
@@ -311,13 +312,20 @@ def health() -> tuple[Response, int]:
         "mongodb": {
             "ok": plog.mongo_ok,
             "queue_depth": plog.depth(),
-            "outbox_bytes": plog.outbox.pending(),
+            "outbox_bytes": plog.outbox_bytes,
+            "outbox_cap_bytes": plog.max_outbox_bytes,
+            "writer_alive": writer,
+            "writer_error": plog.writer_error,
             "error": None if plog.mongo_ok else plog.last_error,
         },
         "mlflow": {"ok": models.mlflow_ok, "last_check": models.last_check},
     }
     if not ready:
-        body["reason"] = models.last_error or "no champion model loaded yet"
+        body["reason"] = (
+            "the prediction log writer is not running"
+            if not writer
+            else models.last_error or "no champion model loaded yet"
+        )
     return jsonify(body), 200 if ready else 503
 
 

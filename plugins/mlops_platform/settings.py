@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     log_predictions: bool = True  # off only to measure the serving path alone (bench)
     log_queue_size: int = 100_000  # records per worker in memory; beyond, they spill to the outbox
     log_flush_seconds: float = 0.2
+    log_max_outbox_bytes: int = 1 << 30  # past this, predictions are refused with 503 log_unavailable
     log_batch_size: int = 2_000  # records per insert (the MongoDB-wire server's cost per record falls with size)
     prediction_ttl_days: int | None = None
     api_key: SecretStr | None = None
