@@ -208,18 +208,34 @@ class Journal:
         count = len(entries) if count is None else count
         with self._lock:
             try:
-                if self._fd is None or self._size >= self.segment_bytes:
-                    self._rotate()
-                assert self._fd is not None
-                write_all(self._fd, data)
+                self._write(data)
             except OSError as exc:
                 if self._fd is not None and not _truncate(self._fd, self._size):
                     self._abandon()  # cannot cut the partial record off: the next append starts a new segment
-                raise LogUnavailable(f"the prediction log cannot write to {self.dir}: {exc.strerror or exc}") from exc
+                if self._fd is None or self._pending.get(self._segment, 0) > 0:
+                    raise LogUnavailable(
+                        f"the prediction log cannot write to {self.dir}: {exc.strerror or exc}"
+                    ) from exc
+                # a full disk, and everything in this segment is handled: start afresh, freeing its space
+                try:
+                    self._rotate()
+                    self._write(data)
+                except OSError as again:
+                    if self._fd is not None and not _truncate(self._fd, self._size):
+                        self._abandon()
+                    raise LogUnavailable(
+                        f"the prediction log cannot write to {self.dir}: {again.strerror or again}"
+                    ) from again
             self._size += len(data)
             self._dirty = True
             self._pending[self._segment] = self._pending.get(self._segment, 0) + count
             return self._segment
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is None or self._size >= self.segment_bytes:
+            self._rotate()
+        assert self._fd is not None
+        write_all(self._fd, data)
 
     def _rotate(self) -> None:
         if self._fd is not None:

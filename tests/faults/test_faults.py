@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -238,3 +239,86 @@ def test_mlflow_down_app_keeps_serving_and_restarts_from_cache(servers, champion
     assert health.status_code == 200 and set(served) == {200}
     assert after_restart.status_code == 200 and restarted["model"]["from_cache"] is True
     assert restarted["status"] == "ready" and restarted["mlflow"]["ok"] is False
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs for the app's journal and outbox: a disk that really fills up (needs root)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}): the disk-full run needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def post_rows(url: str, rows: int, outcomes: list[str], ids: list[str]) -> None:
+    try:
+        r = requests.post(f"{url}/predict", json={"instances": [ROW] * rows}, timeout=10)
+    except requests.RequestException as exc:
+        outcomes.append(type(exc).__name__)
+        return
+    outcomes.append(f"HTTP {r.status_code}")
+    if r.status_code == 200:
+        ids.extend(p["id"] for p in r.json()["predictions"])
+
+
+def test_disk_full_acknowledges_only_what_it_stored(servers, champion, own_mongo, small_disk, tmp_path):
+    mongo = own_mongo["service"]
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (1024 * 1024 - 160 * 1024))  # leaves ~160 KiB: a few batches fit at a time
+    env = app_env(tmp_path, mongo.url, servers.mlflow.url, champion["model_name"], OUTBOX_DIR=str(small_disk / "log"))
+    service, proc = start_app(tmp_path, env)
+    outcomes: list[str] = []
+    ids: list[str] = []
+    try:
+        deadline = time.monotonic() + 15
+        i = 0
+        while time.monotonic() < deadline:
+            post_rows(service.url, 100 if i % 3 == 0 else 1, outcomes, ids)
+            i += 1
+        filler.unlink()  # space again: requests are acknowledged again
+        for _ in range(20):
+            post_rows(service.url, 1, outcomes, ids)
+        wait_for(lambda: len(stored_ids(mongo.url)) >= len(ids), 60, "the acknowledged records to arrive")
+        stored = stored_ids(mongo.url)
+        health = requests.get(f"{service.url}/health", timeout=5).json()
+    finally:
+        services.stop_group(proc.pid)
+    counts = {o: outcomes.count(o) for o in set(outcomes)}
+    print(
+        f"\ndisk full (1 MiB tmpfs): {len(outcomes)} requests {counts}; "
+        f"{len(ids)} records acknowledged, {len(stored)} stored"
+    )
+    assert counts.get("HTTP 503"), "the disk never filled: the test did not test anything"
+    assert set(counts) <= {"HTTP 200", "HTTP 503"}, counts
+    assert sorted(stored) == sorted(ids), "exactly the acknowledged records, each once"
+    assert outcomes[-20:] == ["HTTP 200"] * 20, "with space again, requests are acknowledged again"
+    assert health["mongodb"]["writer_alive"]
+
+
+def test_outbox_at_its_cap_refuses_and_loses_nothing(servers, champion, own_mongo, tmp_path):
+    mongo = own_mongo["service"]
+    env = app_env(tmp_path, mongo.url, servers.mlflow.url, champion["model_name"], LOG_MAX_OUTBOX_BYTES="300000")
+    service, proc = start_app(tmp_path, env)
+    try:
+        with Load(service.url) as load:
+            time.sleep(1)
+            os.killpg(own_mongo["proc"].pid, signal.SIGKILL)
+            time.sleep(10)
+            refused_while_down = len(load.failed)
+            own_mongo["proc"] = services.start(mongo)
+            services.wait_healthy(mongo, own_mongo["proc"])
+            time.sleep(3)
+        wait_for(lambda: len(stored_ids(mongo.url)) >= len(load.ids), 90, "the outbox to drain")
+        stored = stored_ids(mongo.url)
+    finally:
+        services.stop_group(proc.pid)
+    print(
+        f"\noutbox capped at 300 kB, MongoDB killed for 10 s: {load.sent} requests, {len(load.ids)} acknowledged, "
+        f"{len(load.failed)} refused ({set(load.failed)}), {len(stored)} stored"
+    )
+    assert refused_while_down > 0, "the outbox never reached its cap"
+    assert set(load.failed) == {"HTTP 503"}
+    assert sorted(stored) == sorted(load.ids)
