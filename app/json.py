@@ -26,9 +26,18 @@ class OrjsonProvider(JSONProvider):
         try:
             return orjson.loads(s)
         except orjson.JSONDecodeError:
-            # NaN and Infinity are not JSON, but clients send them: parse leniently so validation can
-            # name the field instead of answering a bare "invalid JSON"
-            return json.loads(s)
+            pass
+        # NaN and Infinity are not JSON, but clients send them: parse leniently so validation can name
+        # the field instead of answering a bare "invalid JSON". What orjson refuses for other reasons
+        # (nesting past its limit, lone surrogates) stays refused: a ValueError is a 400, not a 500.
+        try:
+            value = json.loads(s)
+            json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate cannot be stored (BSON is UTF-8)
+        except RecursionError as exc:
+            raise ValueError("the JSON is nested too deeply") from exc
+        except UnicodeEncodeError as exc:
+            raise ValueError("the JSON holds a lone surrogate (\\ud800-\\udfff), which is not text") from exc
+        return value
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)

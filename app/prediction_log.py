@@ -304,6 +304,7 @@ class PredictionLog:
         flush_seconds: float = 0.2,
         retry_seconds: float = 1.0,
         recent_size: int = 20_000,
+        recent_max_bytes: int = 32 << 20,
         max_outbox_bytes: int = 1 << 30,
     ) -> None:
         self._db_factory = db_factory
@@ -326,6 +327,8 @@ class PredictionLog:
         self._retry: list[Chunk] = []  # taken off the queue, not yet in MongoDB or the outbox
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_size = recent_size
+        self._recent_bytes = 0
+        self.recent_max_bytes = recent_max_bytes  # the cache is bounded by bytes too: records vary in size
         self._recent_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -372,9 +375,12 @@ class PredictionLog:
         segment = self.journal.append([entries], count=len(raws))
         if collection == PREDICTIONS:  # feedback shares its prediction's _id: it must not replace it here
             with self._recent_lock:
-                self._recent.update(zip(ids, raws, strict=True))
-                while len(self._recent) > self._recent_size:
-                    self._recent.popitem(last=False)
+                self._recent.update(zip(ids, raws, strict=True))  # new ids: nothing is replaced
+                self._recent_bytes += sum(map(len, raws))
+                while self._recent and (
+                    len(self._recent) > self._recent_size or self._recent_bytes > self.recent_max_bytes
+                ):
+                    self._recent_bytes -= len(self._recent.popitem(last=False)[1])
         with self._queued_lock:
             room = self._queued + len(raws) <= self.queue_size
             if room:

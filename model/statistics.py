@@ -55,7 +55,9 @@ def rollup_increments(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
         if key not in meta:
             meta[key] = _rollup_meta(ts, record.get("model_name"), record.get("model_version"))
         if record.get("kind") == "error":
-            inc["errors"] += 1
+            # a refused request (bad input, no credentials) is the client's: counted apart from failures
+            status = record.get("status")
+            inc["rejected" if status is not None and status < 500 else "errors"] += 1
             continue
         inc["count"] += 1
         inc[f"labels.{label_field(record['label'])}"] += 1
@@ -134,7 +136,7 @@ def summarize(
     rollups: Iterable[dict[str, Any]], feedback: dict[str, int] | None = None, low_confidence: float = 0.5
 ) -> dict[str, Any]:
     """Totals, per label / version / hour, mean confidence, latency percentiles, errors, feedback accuracy."""
-    total = errors = 0
+    total = errors = rejected = 0
     confidence_sum = latency_sum = 0.0
     per_label: dict[str, int] = defaultdict(int)
     per_version: dict[str, int] = defaultdict(int)
@@ -143,6 +145,7 @@ def summarize(
     confidence_hist = [0.0] * CONFIDENCE_BUCKETS
     for doc in rollups:
         errors += int(doc.get("errors", 0))
+        rejected += int(doc.get("rejected", 0))
         count = int(doc.get("count", 0))
         if not count:
             continue
@@ -168,6 +171,7 @@ def summarize(
         "total": total,
         "errors": errors,
         "error_rate": round(errors / requests, 6) if requests else 0.0,
+        "rejected": rejected,  # 4xx answers (bad input, unauthenticated): not in the error rate
         "per_label": dict(sorted(per_label.items())),
         "per_version": dict(sorted(per_version.items())),
         "per_hour": dict(sorted(per_hour.items())),

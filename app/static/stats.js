@@ -5,7 +5,7 @@ async function load() {
   const summary = document.getElementById('summary');
   if (!r.ok) { summary.innerHTML = `<span class="error">${escapeHtml(r.body.message)}</span>`; return; }
   const s = r.body;
-  summary.textContent = `${s.total} predictions, ${s.errors} errors (${(s.error_rate * 100).toFixed(2)}%), mean confidence ` +
+  summary.textContent = `${s.total} predictions, ${s.errors} errors (${(s.error_rate * 100).toFixed(2)}%), ${s.rejected ?? 0} refused, mean confidence ` +
     (s.mean_confidence === null ? '–' : (s.mean_confidence * 100).toFixed(1) + '%');
   barChart(document.getElementById('per-hour'), Object.keys(s.per_hour).map(h => h.slice(11, 13) + 'h'), Object.values(s.per_hour));
   barChart(document.getElementById('per-label'), Object.keys(s.per_label), Object.values(s.per_label));

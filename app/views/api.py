@@ -27,6 +27,7 @@ bp = Blueprint("api", __name__)
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
 _LOOKUP_WAIT_SECONDS = 1.0
+MAX_NAME_LENGTH = 255  # a file name, as file systems allow
 _ENCODE_ALL_AT_ONCE = 32  # from this many rows, app/records.py encodes a request's records in one go
 
 
@@ -116,6 +117,8 @@ def predict_compat() -> Response:
     name = body.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidInput("name must be a string", field="name")
+    if name is not None and len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"name is {len(name):,} characters; at most {MAX_NAME_LENGTH} are kept", field="name")
     if "data" not in body:
         raise InvalidInput('send {"name": "<file name>", "data": "<base64 image>"}', field="data")
     inputs = from_image_bytes(
@@ -257,7 +260,11 @@ def _find_prediction(prediction_id: str) -> dict[str, Any]:
     recent = ext("prediction_log").recent(prediction_id)
     if recent is not None:
         return recent
-    deadline = time.monotonic() + _LOOKUP_WAIT_SECONDS  # another worker may not have flushed it yet
+    # Another worker may not have flushed it yet: wait for that only while the id (UUIDv7: its first 48
+    # bits are its creation time in ms) is young enough to be in flight, never for an old or unknown one.
+    created = int(prediction_id[:8] + prediction_id[9:13], 16) / 1000
+    age = time.time() - created
+    deadline = time.monotonic() + (_LOOKUP_WAIT_SECONDS - age if -1.0 < age < _LOOKUP_WAIT_SECONDS else 0.0)
     while True:
         try:
             record = ext("db")[PREDICTIONS].find_one({"_id": prediction_id, "kind": "prediction"})

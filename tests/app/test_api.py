@@ -86,7 +86,7 @@ def test_compat_inference_route(client, app):
 
 def test_statistics_match_what_was_sent(client, app):
     sent = client.post("/predict", json={"instances": DIGITS.X[:30].tolist()}).json["predictions"]
-    client.post("/predict", json={"instances": [[1] * 63]})  # one failed request
+    client.post("/predict", json={"instances": [[1] * 63]})  # one refused request (422)
     pid = sent[0]["id"]
     client.post(f"/predictions/{pid}/feedback", json={"label": sent[0]["label"]})
     flush(app)
@@ -96,7 +96,7 @@ def test_statistics_match_what_was_sent(client, app):
         expected[str(p["label"])] = expected.get(str(p["label"]), 0) + 1
     assert stats["total"] == 30
     assert stats["per_label"] == dict(sorted(expected.items()))
-    assert stats["errors"] == 1
+    assert stats["rejected"] == 1 and stats["errors"] == 0, "bad input is counted apart from failures"
     assert abs(stats["mean_confidence"] - np.mean([p["confidence"] for p in sent])) < 1e-4
     assert stats["feedback"] == {"count": 1, "correct": 1, "accuracy": 1.0}
     assert stats["latency_ms"]["p50"] is not None

@@ -46,11 +46,14 @@ def test_summary_counts_what_was_recorded():
         record(1, 0.7, 2.0),
         record(2, 0.4, 30.0, version="2"),
         {**record(None, 0, 0), "kind": "error"},
+        {**record(None, 0, 0), "kind": "error", "status": 401},
+        {**record(None, 0, 0), "kind": "error", "status": 422},
     ]
     stats = summarize(apply(rollup_increments(records)), {"count": 4, "correct": 3})
     assert stats["total"] == 3
     assert stats["errors"] == 1
-    assert stats["error_rate"] == 0.25
+    assert stats["error_rate"] == 0.25, "refused requests are not failures: they do not count in the rate"
+    assert stats["rejected"] == 2
     assert stats["per_label"] == {"1": 2, "2": 1}
     assert stats["per_version"] == {"1": 2, "2": 1}
     assert abs(stats["mean_confidence"] - (0.9 + 0.7 + 0.4) / 3) < 1e-6
