@@ -138,23 +138,17 @@ class ModelManager:
 
     def _load_from_registry(self, version: str) -> LoadedModel:
         target = self.cache_dir / f"v{version}"
-        if not (target / "MLmodel").exists():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self.cache_dir))
-            try:
-                downloaded = self.registry.download_version(version, tmp)
-                try:
-                    os.rename(downloaded, target)
-                except OSError:
-                    if not (target / "MLmodel").exists():  # not a concurrent download by another worker
-                        raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
         name = self.config.model_name
+        expected = provenance.recorded(self.db(), name, version)
+        cached = (target / "MLmodel").exists()
+        if cached and (expected is None or provenance.digest(target) != expected):
+            # another registry's version of the same number, or a damaged copy: fetch it again
+            shutil.rmtree(target, ignore_errors=True)
+            cached = False
+        if not cached:
+            self._download(version, target)
         try:
-            files = provenance.verify(
-                target, provenance.recorded(self.db(), name, version), f"{name} version {version}"
-            )
+            files = provenance.verify(target, expected, f"{name} version {version}")
         except provenance.ProvenanceError as exc:
             if self.refused.get(version) != str(exc):
                 log.error("not loading %s", exc)
@@ -178,6 +172,19 @@ class ModelManager:
         loaded = _load_local(target, self.config.model_name, version, info)
         _write_pointer(self.cache_dir / POINTER, info)
         return loaded
+
+    def _download(self, version: str, target: Path) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=self.cache_dir))
+        try:
+            downloaded = self.registry.download_version(version, tmp)
+            try:
+                os.rename(downloaded, target)
+            except OSError:
+                if not (target / "MLmodel").exists():  # not a concurrent download by another worker
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _load_cached(self) -> None:
         pointer = self.cache_dir / POINTER

@@ -15,9 +15,45 @@ from plugins.mlops_platform.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# What a DAG run's conf may override: how to train, never where data comes from or what the gate
+# accepts. Whoever can trigger a run is not thereby allowed to read files, fetch URLs or promote.
+CONF_ALLOWED: dict[str, frozenset[str]] = {
+    "train": frozenset({"estimator", "hyperparameters", "augment_shifts"}),
+    "data": frozenset({"seed", "holdout_fraction", "include_feedback"}),
+}
+
+
 def params_for(settings: Settings, conf: dict[str, Any] | None) -> Params:
-    """params.yaml with optional per-run section overrides from the DAG run's conf["params"]."""
-    return load_params(settings.params_path, **((conf or {}).get("params") or {}))
+    """params.yaml with the per-run overrides of conf["params"] that CONF_ALLOWED lets through."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    overrides = (conf or {}).get("params") or {}
+    if not isinstance(overrides, dict):
+        raise AirflowFailException('conf "params" must be an object of sections')
+    refused = [
+        f"{section}.{key}" if isinstance(values, dict) else section
+        for section, values in overrides.items()
+        for key in (values if isinstance(values, dict) else [None])
+        if section not in CONF_ALLOWED or key not in CONF_ALLOWED[section]
+    ]
+    if refused:
+        allowed = ", ".join(f"{s}.{k}" for s, keys in CONF_ALLOWED.items() for k in sorted(keys))
+        raise AirflowFailException(
+            f"run conf may not set {', '.join(sorted(refused))}: sources, paths and promotion thresholds come "
+            f"from config/params.yaml only; a run may set {allowed}"
+        )
+    return load_params(settings.params_path, **overrides)
+
+
+def snapshot_dir(settings: Settings, path: str) -> Path:
+    """A snapshot path from a run's conf or Asset event, refused unless it is under DATA_DIR/snapshots."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    root = (settings.data_dir / "snapshots").resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(root) or resolved == root:
+        raise AirflowFailException(f"a snapshot must be a directory under {root}; the run named another path")
+    return resolved
 
 
 def ingest(conf: dict[str, Any] | None) -> dict[str, Any]:
@@ -39,7 +75,9 @@ def train(snapshot: dict[str, Any]) -> dict[str, Any]:
     params = params_for(settings, snapshot)
     registry = PlatformRegistryHook(settings).get_conn()
     with PlatformMongoHook(settings) as mongo:
-        result = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, mongo.get_conn())
+        result = lifecycle.train_and_register(
+            params, snapshot_dir(settings, snapshot["path"]), registry, mongo.get_conn()
+        )
     return {**result, "path": snapshot["path"], "params": snapshot.get("params")}
 
 
@@ -50,7 +88,7 @@ def validate(trained: dict[str, Any]) -> dict[str, Any]:
     with PlatformMongoHook(settings) as mongo:
         return lifecycle.validate_and_promote(
             params,
-            Path(trained["path"]),
+            snapshot_dir(settings, trained["path"]),
             str(trained["version"]),
             registry,
             mongo.get_conn(),

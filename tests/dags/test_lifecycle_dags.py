@@ -55,7 +55,7 @@ def test_asset_chain_promotes_then_rejects_a_worse_model(dagbag, platform_env, m
     assert champion.tags["dataset_hash"] == snapshot.name
     assert champion.tags["validation_outcome"] == "promoted"
     assert float(champion.tags["validation_accuracy"]) >= 0.95
-    event = db.model_events.find_one({"version": champion.version})
+    event = db.model_events.find_one({"version": champion.version, "outcome": "promoted"})
     assert event["outcome"] == "promoted" and event["dataset_hash"] == snapshot.name
 
     # the same chain in one run, with an estimator that cannot pass the gate
@@ -65,6 +65,6 @@ def test_asset_chain_promotes_then_rejects_a_worse_model(dagbag, platform_env, m
     assert rejected.version != champion.version
     assert registry.by_alias(CHAMPION).version == champion.version, "the champion stays"
     assert registry.version(rejected.version).tags["validation_outcome"] == "rejected"
-    event = db.model_events.find_one({"version": rejected.version})
+    event = db.model_events.find_one({"version": rejected.version, "outcome": "rejected"})
     assert event["outcome"] == "rejected" and "below the floor" in event["reason"]
     assert registry.by_alias(PREVIOUS) is None

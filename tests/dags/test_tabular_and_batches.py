@@ -8,7 +8,9 @@ that records its conf so the test can run that DAG itself.
 from __future__ import annotations
 
 import io
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,19 @@ DB = "tabular_test"
 TABULAR = {"task": "tabular", "train": {"estimator": "logistic_regression", "hyperparameters": {}}}
 
 
+def params_file(path, **sections) -> str:
+    """config/params.yaml with sections replaced: how a user points the platform at a table."""
+    import yaml
+
+    from plugins.mlops_platform.settings import ROOT
+
+    raw = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())
+    for section, value in sections.items():
+        raw[section] = {**raw[section], **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def wine_env(servers, tmp_path_factory):
     root = tmp_path_factory.mktemp("tabular")
@@ -36,6 +51,7 @@ def wine_env(servers, tmp_path_factory):
         "EXPERIMENT_NAME": MODEL,
         "DATA_DIR": str(root / "data"),
         "MODEL_CACHE_DIR": str(root / "cache"),
+        "PARAMS_PATH": params_file(root / "params.yaml", **TABULAR),
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
@@ -45,7 +61,7 @@ def wine_env(servers, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wine_champion(dagbag, wine_env, servers):
-    run = dagbag.get_dag("ml_pipeline").test(run_conf={"params": TABULAR})
+    run = dagbag.get_dag("ml_pipeline").test()
     assert run.state == "success"
     champion = Registry(registry_config_for(servers, MODEL)).by_alias(CHAMPION)
     assert champion is not None and champion.tags["task"] == "tabular"
@@ -171,10 +187,28 @@ def test_a_batch_waits_for_airflow_then_starts_or_fails_never_pending_forever(wi
     assert status["status"] == "failed" and "did not accept the score_batch run" in status["error"], status
 
 
-def test_malformed_training_data_fails_ingest_without_retrying(dagbag, wine_env):
+def test_run_conf_cannot_change_the_source_or_the_gate(dagbag, wine_env):
+    secret = wine_env / "secret.txt"
+    secret.write_text("FERNET_KEY=do-not-echo-me\n")
+    for params in ({"tabular": {"source": str(secret)}}, {"promotion": {"min_accuracy": 0}}, {"task": "tabular"}):
+        run = dagbag.get_dag("ingest_data").test(run_conf={"params": params})
+        assert run.state == "failed", params
+        (ti,) = run.get_task_instances()
+        assert ti.try_number == 1, "refused at once, not retried"
+    logs = Path(os.environ["AIRFLOW_HOME"]) / "logs"
+    assert not any("do-not-echo-me" in p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file())
+
+
+def test_a_snapshot_path_outside_the_data_dir_is_refused(dagbag, wine_env):
+    run = dagbag.get_dag("train_model").test(run_conf={"path": "/etc"})
+    assert run.state == "failed"
+
+
+def test_malformed_training_data_fails_ingest_without_retrying(dagbag, wine_env, monkeypatch):
     bad = wine_env / "bad.csv"
     bad.write_text("alcohol,region,cultivar\n13.1,north,barolo\n12.0,south\n1,2,3,4\n")
-    run = dagbag.get_dag("ingest_data").test(run_conf={"params": {**TABULAR, "tabular": {"source": str(bad)}}})
+    monkeypatch.setenv("PARAMS_PATH", params_file(wine_env / "bad.yaml", **TABULAR, tabular={"source": str(bad)}))
+    run = dagbag.get_dag("ingest_data").test()
     assert run.state == "failed"
     (ti,) = run.get_task_instances()
     assert ti.try_number == 1, "bad data is not retried"

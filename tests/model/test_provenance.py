@@ -169,3 +169,22 @@ def test_gate_rejects_a_challenger_whose_files_changed_after_training(servers, c
     assert decision["outcome"] == "rejected" and "do not match the recorded digest" in decision["reason"]
     assert not marker.exists(), "the gate unpickled the tampered challenger"
     assert registry.by_alias(CHAMPION) is None
+
+
+def test_a_stale_cached_copy_of_the_same_version_is_fetched_again_not_loaded(servers, good, db, tmp_path):
+    """The cache is keyed by version number; another registry (or a damaged copy) may have put other files there."""
+    from app import create_app, shutdown
+    from tests.app.conftest import app_settings, wait_for
+
+    marker = tmp_path / "pwned"
+    stale = tmp_path / "model-cache" / MODEL / f"v{good['version']}"
+    shutil.copytree(good["registry"].download_version(good["version"], tmp_path / "dl"), stale)
+    (stale / "model.pkl").write_bytes(malicious_pickle(marker))
+    app = create_app(app_settings(servers, tmp_path, MODEL, db.name))
+    try:
+        wait_for(lambda: app.extensions["models"].current is not None, message="the champion to load")
+        assert app.extensions["models"].current.version == good["version"]
+    finally:
+        shutdown(app)
+    assert not marker.exists()
+    assert provenance.digest(stale) == provenance.recorded(db, MODEL, good["version"])
