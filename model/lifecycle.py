@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 from pymongo.database import Database
@@ -79,7 +80,8 @@ def ingest_table(params: Params, data_dir: Path) -> dict[str, Any]:
     p, t = params.data, params.tabular
     frame = tabular.read_table(t.source)
     inferred = tabular.infer_schema(frame, t)
-    pin = data_dir / "schemas" / f"{_slug(t.source)}--{_slug(t.target)}.json"
+    source = redact_source(t.source)  # what is recorded: the manifest, MLflow's dataset_source, the pin's name
+    pin = data_dir / "schemas" / f"{_slug(source)}--{_slug(t.target)}.json"
     schema = inferred
     if t.pin_schema and pin.exists():
         schema = tabular.Schema.from_dict(json.loads(pin.read_text()))
@@ -95,7 +97,7 @@ def ingest_table(params: Params, data_dir: Path) -> dict[str, Any]:
     train_set, holdout = datasets.split(dataset, p.holdout_fraction, p.seed)
     digest = tabular.table_hash(X, y)[:16] + f"-s{p.seed}-h{int(p.holdout_fraction * 100)}"
     manifest = {
-        "source": t.source,
+        "source": source,
         "feedback_rows": 0,
         "train_rows": len(train_set),
         "holdout_rows": len(holdout),
@@ -110,6 +112,19 @@ def ingest_table(params: Params, data_dir: Path) -> dict[str, Any]:
     path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest, schema=schema.to_dict())
     log.info("snapshot %s: %d rows, %d columns", digest, len(dataset), len(schema.columns))
     return {"hash": digest, "path": str(path), "rows": len(dataset), "feedback_rows": 0}
+
+
+def redact_source(source: str) -> str:
+    """A source as it may be recorded: an URL's user, password and query values replaced by ***."""
+    url = urlsplit(source)
+    if url.scheme not in ("http", "https"):
+        return source
+    host = url.hostname or ""
+    netloc = f"***@{host}" if (url.username or url.password) else host
+    if url.port:
+        netloc += f":{url.port}"
+    query = urlencode([(key, "***") for key, _ in parse_qsl(url.query, keep_blank_values=True)], safe="*")
+    return urlunsplit((url.scheme, netloc, url.path, query, ""))
 
 
 def _slug(text: str) -> str:

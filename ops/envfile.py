@@ -6,6 +6,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from ops.services import write_private
+
 
 def main(example: str, target: str) -> int:
     dst = Path(target)
@@ -16,8 +18,7 @@ def main(example: str, target: str) -> int:
         if line.strip().endswith("=change-me"):
             line = line.replace("change-me", secrets.token_urlsafe(18))
         lines.append(line)
-    dst.write_text("\n".join(lines) + "\n")
-    dst.chmod(0o600)
+    write_private(dst, "\n".join(lines) + "\n")
     print(f"created {dst} from {example} with generated secrets (Airflow login: see AIRFLOW_ADMIN_PASSWORD)")
     return 0
 

@@ -57,6 +57,21 @@ def http_ok(url: str, statuses: tuple[int, ...] = (200,), timeout: float = 2.0) 
         return False
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a secret file readable by its owner only, from its first byte (never chmod'ed afterwards)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file
+        with os.fdopen(fd, "w") as fh:
+            fd = -1
+            fh.write(text)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    os.replace(tmp, path)
+
+
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment every service gets: the venv's bin first on PATH, the repo importable."""
     env = dict(os.environ)
@@ -235,20 +250,19 @@ def airflow_env(home: Path, port: int, user: str, password: str, extra: dict[str
     secrets_file = home / "secrets.json"
     if not secrets_file.exists():
         # Every Airflow component must share these, or the task API rejects the scheduler's tokens.
-        secrets_file.write_text(
+        write_private(
+            secrets_file,
             json.dumps(
                 {
                     "jwt_secret": secrets.token_urlsafe(32),
                     "secret_key": secrets.token_urlsafe(32),
                     "fernet_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
                 }
-            )
+            ),
         )
-        secrets_file.chmod(0o600)
     shared = json.loads(secrets_file.read_text())
     passwords = home / "simple_auth_manager_passwords.json"
-    passwords.write_text(json.dumps({user: password}))
-    passwords.chmod(0o600)
+    write_private(passwords, json.dumps({user: password}))
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW_CONFIG": str(cfg),

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     admin_token: SecretStr = SecretStr(PLACEHOLDER)
 
+    # docker-compose's credentials: only checked here (ENVIRONMENT=production refuses placeholders)
+    airflow_jwt_secret: SecretStr | None = None
+    postgres_password: SecretStr | None = None
+    mongo_root_password: SecretStr | None = None
+
     # monitoring
     retrain_on_alert: bool = False
     airflow_url: str = "http://127.0.0.1:8080"
@@ -109,6 +114,12 @@ class Settings(BaseSettings):
         secrets = {
             "ADMIN_TOKEN": self.admin_token,
             "AIRFLOW_ADMIN_PASSWORD": self.airflow_admin_password,
+            # production is open by default no more: predictions and feedback (training labels) need a key
+            "API_KEY": self.api_key,
+            # the compose stack's own credentials, read here so every process refuses the same placeholders
+            "AIRFLOW_JWT_SECRET": self.airflow_jwt_secret,
+            "POSTGRES_PASSWORD": self.postgres_password,
+            "MONGO_ROOT_PASSWORD": self.mongo_root_password,
         }
         weak = [name for name, value in secrets.items() if _is_placeholder(value)]
         if weak:

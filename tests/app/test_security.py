@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -68,9 +70,35 @@ def test_body_limit_is_enforced_before_reading_the_body(client, app):
     assert body.read_bytes == 0, f"{body.read_bytes} bytes were read before refusing the body"
 
 
-@pytest.mark.parametrize("field", ["admin_token", "airflow_admin_password"])
-def test_production_refuses_weak_secrets(field):
-    strong = {"admin_token": "a" * 32, "airflow_admin_password": "b" * 32}
-    with pytest.raises(ValueError, match="placeholder"):
-        Settings(_env_file=None, environment="production", **{**strong, field: "change-me"})
-    Settings(_env_file=None, environment="production", **strong)
+STRONG = {
+    "admin_token": "a" * 32,
+    "airflow_admin_password": "b" * 32,
+    "api_key": "c" * 32,
+    "airflow_jwt_secret": "d" * 32,
+    "postgres_password": "e" * 32,
+    "mongo_root_password": "f" * 32,
+}
+
+
+@pytest.mark.parametrize("field", sorted(STRONG))
+@pytest.mark.parametrize("weak", ["change-me", ""])
+def test_production_refuses_weak_or_missing_secrets(field, weak):
+    with pytest.raises(ValueError, match=f"placeholder secrets: set .*{field.upper()}"):
+        Settings(_env_file=None, environment="production", **{**STRONG, field: weak})
+    Settings(_env_file=None, environment="production", **STRONG)
+
+
+def test_secret_files_are_private_from_their_first_byte(tmp_path, monkeypatch):
+    """Created 0600, not created with the umask's mode and chmod'ed after (a window where others can read)."""
+    from ops import envfile, services
+
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)  # what a chmod afterwards would have fixed
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "example").write_text("ADMIN_TOKEN=change-me\n")
+        envfile.main(str(tmp_path / "example"), str(tmp_path / ".env"))
+        services.airflow_env(tmp_path / "airflow", 8080, "admin", "pw-0123456789")
+    finally:
+        os.umask(old)
+    for path in (tmp_path / ".env", tmp_path / "airflow" / "simple_auth_manager_passwords.json"):
+        assert path.stat().st_mode & 0o777 == 0o600, path

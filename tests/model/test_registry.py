@@ -106,6 +106,7 @@ def test_incomplete_dagshub_settings_say_what_to_set(values, message):
 def test_production_refuses_placeholder_secrets():
     with pytest.raises(ValueError, match="ADMIN_TOKEN"):
         Settings(_env_file=None, environment="production", admin_token="change-me", airflow_admin_password="x" * 20)
+    # the rest of what production needs is checked in tests/app/test_security.py
 
 
 def test_rollback_moves_champion_back_and_is_recorded(servers, db, tmp_path, champion):

@@ -148,3 +148,21 @@ def test_batch_inputs(wine, schema):
     with pytest.raises(DataValidationError, match="holds no images"):
         read_image_batch(buf.getvalue(), 10, 1000, 1000)
     assert np.asarray(batch.X["alcohol"]).dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("source", "recorded"),
+    [
+        (
+            "https://alice:s3cret@data.example.org/t.csv?token=abc&v=2",
+            "https://***@data.example.org/t.csv?token=***&v=***",
+        ),
+        ("https://data.example.org:8443/t.csv", "https://data.example.org:8443/t.csv"),
+        ("var/data/t.csv", "var/data/t.csv"),
+        ("example:wine", "example:wine"),
+    ],
+)
+def test_a_token_in_a_source_url_is_never_recorded(source, recorded):
+    from model.lifecycle import redact_source
+
+    assert redact_source(source) == recorded
