@@ -116,7 +116,7 @@ class ModelManager:
         if champion is None:
             self.last_error = f"the registry has no '{CHAMPION}' alias on model {self.config.model_name}"
             return {"changed": False, "error": self.last_error}
-        if self.current is not None and self.current.version == champion.version:
+        if self.current is not None and self.current.version == champion.version and self._still_current():
             self.last_error = None
             return {"changed": False, "version": champion.version}
         try:
@@ -168,10 +168,22 @@ class ModelManager:
             "tags": mv.tags,
             "path": str(target),
             "digest": files,
+            "registry": self.config.registry,  # a version number means nothing without its registry
         }
         loaded = _load_local(target, self.config.model_name, version, info)
         _write_pointer(self.cache_dir / POINTER, info)
         return loaded
+
+    def _still_current(self) -> bool:
+        """The served files are still what the gate last promoted under this version number (a cached
+        copy served while MLflow was down, or a registry reset that reused the number, may not be)."""
+        assert self.current is not None
+        try:
+            expected = provenance.recorded(self.db(), self.config.model_name, self.current.version)
+        except Exception as exc:  # MongoDB down: keep serving, check again at the next poll
+            log.debug("could not check the served digest: %s", exc)
+            return True
+        return expected is not None and self.current.info.get("digest") == expected
 
     def _download(self, version: str, target: Path) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +204,9 @@ class ModelManager:
             return
         try:
             info = json.loads(pointer.read_text())
+            if info.get("registry") != self.config.registry:
+                log.info("the cached champion came from another registry; waiting for this one's")
+                return
             # the pointer holds the digest verified at download: the cached files must still match it
             provenance.verify(Path(info["path"]), info.get("digest"), f"the cached version {info['version']}")
             self.current = _load_local(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ from model.errors import DataValidationError, ImageError
 from model.features import decode_image, image_to_features
 from model.store import derived_ids
 from model.tabular import Schema, enforce_features, read_table
+
+_BATCH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 TABLE_FORMATS = ("csv", "parquet")
 IMAGE_FORMATS = ("zip",)
@@ -80,3 +83,16 @@ def result_table(batch: BatchInput, ids: list[str], labels: list[Any], confidenc
     if isinstance(batch.X, pd.DataFrame):
         out = pd.concat([out, batch.X.reset_index(drop=True)], axis=1)
     return out
+
+
+def batch_file(root: Path, batch_id: str, name: str) -> Path:
+    """`root/<batch id>/<name>`, built from the id and refused unless it stays inside `root`.
+
+    Paths are never taken from MongoDB documents: whoever can write a document must not choose a file.
+    """
+    if not _BATCH_ID.match(batch_id) or "/" in name or name.startswith("."):
+        raise ValueError(f"not a batch file: {batch_id}/{name}")
+    path = (root / batch_id / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"not a batch file: {batch_id}/{name}")
+    return path

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, send_file
@@ -15,7 +16,7 @@ from pymongo.errors import PyMongoError
 from app.errors import ApiError, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMedia
 from app.openapi import documented
 from app.views.api import UUID_PATTERN, ext, require_api_key, serving_model
-from model.batch import IMAGE_FORMATS, TABLE_FORMATS
+from model.batch import IMAGE_FORMATS, TABLE_FORMATS, batch_file
 from model.store import BATCHES, update_batch
 
 bp = Blueprint("batches", __name__)
@@ -41,7 +42,7 @@ def trigger_with_airflow(settings: Any) -> Any:
     "Score a file asynchronously: CSV/Parquet rows for a tabular model, a zip of images for an image model",
     request="BatchUpload",
     response="Batch",
-    errors=(401, 413, 415, 422, 503),
+    errors=(401, 413, 415, 422, 503, 507),
 )
 @require_api_key
 def create_batch() -> tuple[Response, int]:
@@ -65,6 +66,7 @@ def create_batch() -> tuple[Response, int]:
         raise PayloadTooLarge(f"batch files are limited to {settings.max_batch_file_bytes:,} bytes", field="file")
     if not data:
         raise InvalidInput("the uploaded file is empty", field="file")
+    _make_room(settings.batches_dir, len(data), settings.max_batches_bytes, settings.batch_retention_days)
     batch_id = str(uuid.uuid4())
     folder = settings.batches_dir / batch_id
     folder.mkdir(parents=True)
@@ -129,7 +131,10 @@ def get_batch_result(batch_id: str) -> Response:
         reason = f": {doc['error']}" if doc.get("error") else ""
         raise ApiError(f"batch {batch_id} is {doc['status']}{reason}; its result exists once it has succeeded",
                        code="not_ready", status=409)  # fmt: skip
-    return send_file(doc["result_path"], mimetype="text/csv", as_attachment=True, download_name=f"{batch_id}.csv")
+    path = batch_file(ext("settings").batches_dir, doc["_id"], "result.csv")  # never a path from the document
+    if not path.is_file():
+        raise NotFound(f"the result of batch {batch_id} is no longer stored (BATCH_RETENTION_DAYS)")
+    return send_file(path, mimetype="text/csv", as_attachment=True, download_name=f"{batch_id}.csv")
 
 
 def _find(batch_id: str) -> dict[str, Any]:
@@ -176,3 +181,28 @@ def _public(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _links(batch_id: str) -> dict[str, str]:
     return {"self": f"/batches/{batch_id}", "result": f"/batches/{batch_id}/result"}
+
+
+def _make_room(root: Path, incoming: int, quota: int, retention_days: float) -> None:
+    """Delete batch folders past their retention, then refuse the upload if the quota would be exceeded."""
+    if not root.exists():
+        return
+    cutoff = time.time() - retention_days * 86400
+    used = 0
+    for folder in root.iterdir():
+        if not folder.is_dir() or not UUID_PATTERN.match(folder.name):
+            continue
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            used += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        except FileNotFoundError:
+            continue
+    if used + incoming > quota:
+        raise ApiError(
+            f"batch storage holds {used:,} bytes and its quota is {quota:,} (MAX_BATCHES_BYTES); "
+            "try again once older batches expire (BATCH_RETENTION_DAYS)",
+            code="batch_storage_full",
+            status=507,
+        )

@@ -13,6 +13,7 @@ import numpy as np
 
 from model import batch as batches
 from model import provenance
+from model.batch import batch_file
 from model.errors import DataValidationError
 from model.registry import CHAMPION
 from model.store import BATCHES, insert_predictions, update_batch
@@ -50,7 +51,9 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         except provenance.ProvenanceError as exc:
             raise BatchRejected(str(exc)) from exc
         metadata = Model.load(str(path)).metadata or {}
-        data = Path(job["input_path"]).read_bytes()
+        if job.get("format") not in batches.TABLE_FORMATS + batches.IMAGE_FORMATS:
+            raise BatchRejected(f"batch {batch_id} has an unknown format")
+        data = batch_file(settings.batches_dir, batch_id, f"input.{job['format']}").read_bytes()
         try:
             if metadata.get("task") == "tabular":
                 if job["format"] not in batches.TABLE_FORMATS:
@@ -107,7 +110,8 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
             confidences.extend(chunk_conf)
             update_batch(db, batch_id, scored=stored)
             log.info("batch %s: %d/%d rows scored (%d new in MongoDB)", batch_id, stored, n, new)
-        result = _write_result(Path(job["input_path"]).parent, batches.result_table(inputs, ids, labels, confidences))
+        folder = batch_file(settings.batches_dir, batch_id, "result.csv").parent
+        result = _write_result(folder, batches.result_table(inputs, ids, labels, confidences))
         summary = {
             "status": SUCCEEDED,
             "rows": n,

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     max_batch_rows: int = 10_000
     batches_dir: Path = ROOT / "var" / "batches"  # uploads and results, shared by the app and Airflow
     max_batch_file_bytes: int = 200_000_000
+    max_batches_bytes: int = 5_000_000_000  # all batch uploads and results together; past it, 507
+    batch_retention_days: float = 7.0  # batch folders older than this are deleted at the next upload
     max_batch_images: int = 20_000
     batch_trigger_retry_seconds: float = 15.0  # while Airflow does not accept a batch run
     batch_trigger_give_up_seconds: float = 600.0  # then the batch fails with the last error

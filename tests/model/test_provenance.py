@@ -7,6 +7,7 @@ checks the marker was never created, against the real MLflow server and the app 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -172,7 +173,9 @@ def test_gate_rejects_a_challenger_whose_files_changed_after_training(servers, c
 
 
 def test_a_stale_cached_copy_of_the_same_version_is_fetched_again_not_loaded(servers, good, db, tmp_path):
-    """The cache is keyed by version number; another registry (or a damaged copy) may have put other files there."""
+    """The cache is keyed by version number: another registry, or a damaged copy, may have put other files
+    there. Seen for real: a copy switched from an MLflow 2.7.1 server to a new MLflow 3 one served the old
+    server's version 1 from its cache, because the new champion was a version 1 too."""
     from app import create_app, shutdown
     from tests.app.conftest import app_settings, wait_for
 
@@ -180,6 +183,9 @@ def test_a_stale_cached_copy_of_the_same_version_is_fetched_again_not_loaded(ser
     stale = tmp_path / "model-cache" / MODEL / f"v{good['version']}"
     shutil.copytree(good["registry"].download_version(good["version"], tmp_path / "dl"), stale)
     (stale / "model.pkl").write_bytes(malicious_pickle(marker))
+    # and a pointer to it, as the app writes after a load: from another registry whose v<same number> it was
+    pointer = {"name": MODEL, "version": good["version"], "path": str(stale), "digest": provenance.digest(stale)}
+    (stale.parent / "champion.json").write_text(json.dumps({**pointer, "registry": "http://127.0.0.2:9"}))
     app = create_app(app_settings(servers, tmp_path, MODEL, db.name))
     try:
         wait_for(lambda: app.extensions["models"].current is not None, message="the champion to load")
