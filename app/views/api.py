@@ -38,11 +38,8 @@ def ext(name: str) -> Any:
 def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        key = ext("settings").api_key
-        if key is not None and key.get_secret_value():
-            given = request.headers.get("X-API-Key") or _bearer()
-            if not given or not hmac.compare_digest(given.encode(), key.get_secret_value().encode()):
-                raise Unauthorized("this route needs the API key in the X-API-Key header")
+        if not _has_api_key():
+            raise Unauthorized("this route needs the API key in the X-API-Key header")
         return view(*args, **kwargs)
 
     return wrapper
@@ -344,8 +341,23 @@ def health() -> tuple[Response, int]:
 )
 def model_info() -> Response:
     model = serving_model()
-    return jsonify({**model.info, "name": model.name, "version": model.version, "labels": model.labels,
+    info = {key: value for key, value in model.info.items() if key not in ("path", "registry")}  # this host's
+    if not _has_api_key():  # the page needs name, version, labels and metrics; the registry's details need the key
+        info = {key: value for key, value in info.items() if key not in _PRIVATE_INFO}
+    return jsonify({**info, "name": model.name, "version": model.version, "labels": model.labels,
                     "loaded_at": model.loaded_at})  # fmt: skip
+
+
+_PRIVATE_INFO = ("run_id", "tags", "digest", "dataset_hash")
+
+
+def _has_api_key() -> bool:
+    """True when no API key is set, or the request carries it."""
+    key = ext("settings").api_key
+    if key is None or not key.get_secret_value():
+        return True
+    given = request.headers.get("X-API-Key") or _bearer()
+    return bool(given) and hmac.compare_digest(given.encode(), key.get_secret_value().encode())
 
 
 @bp.get("/statistics")

@@ -110,6 +110,7 @@ def test_model_info(client, champion):
     assert info["dataset_hash"] == champion["snapshot"]["hash"]
     assert info["metrics"]["holdout_accuracy"] >= 0.95
     assert info["signature"]["inputs"] and info["run_id"] and info["loaded_at"]
+    assert "path" not in info, "the local cache path is this host's business"
 
 
 def test_health_ready(client):
@@ -163,6 +164,11 @@ def test_api_key_when_configured(servers, champion, db, tmp_path):
         assert client.post("/predict", json=payload, headers={"X-API-Key": "nope"}).status_code == 401
         assert client.post("/predict", json=payload, headers={"X-API-Key": "k-123456789012"}).status_code == 200
         assert client.get("/health").status_code == 200, "health stays open for probes"
+        public = client.get("/model-info").json
+        assert public["version"] and "labels" in public
+        assert not {"path", "run_id", "tags", "digest"} & set(public), "the registry's details need the key"
+        keyed = client.get("/model-info", headers={"X-API-Key": "k-123456789012"}).json
+        assert keyed["run_id"] and keyed["tags"] and "path" not in keyed
     finally:
         shutdown(application)
 
