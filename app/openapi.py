@@ -127,6 +127,7 @@ _DESCRIPTIONS = {
     415: "Unsupported media type",
     422: "Invalid input: the message names the field",
     503: "Not ready (no model) or storage unavailable",
+    507: "Storage quota reached: the message names the limit",
 }
 
 
