@@ -229,7 +229,6 @@ def served_app(  # noqa: ANN201
     servers: Servers, champion: dict[str, object], mongo_client: MongoClient, tmp_path_factory: pytest.TempPathFactory
 ):
     """The app under gunicorn (2 workers) on a free port, serving the session's champion."""
-    import requests
 
     root = tmp_path_factory.mktemp("gunicorn")
     trust_champion(mongo_client[SERVED_DB], champion)
@@ -243,13 +242,22 @@ def served_app(  # noqa: ANN201
         "BATCHES_DIR": str(root / "batches"),
         "LOG_FLUSH_SECONDS": "0.05",
     }
-    service = services.app(services.free_port(), root / "app.log", env=env, workers=2)
-    proc = services.start(service)
-    services.wait_healthy(service, proc)
-    deadline = time.monotonic() + 60
-    while requests.get(f"{service.url}/health", timeout=2).status_code != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError("gunicorn never became ready:\n" + services.tail(service.log, 30))
-        time.sleep(0.2)
+    service, proc = start_ready_app(root, env, workers=2)
     yield service
     services.stop_group(proc.pid)
+
+
+def start_ready_app(root: Path, env: dict[str, str], workers: int = 1, timeout: float = 60):  # noqa: ANN201
+    """The app under gunicorn on a free port, once /health says it serves a model: (service, process)."""
+    import requests
+
+    service = services.app(services.free_port(), root / "app.log", env=env, workers=workers)
+    proc = services.start(service)
+    services.wait_healthy(service, proc)
+    deadline = time.monotonic() + timeout
+    while requests.get(f"{service.url}/health", timeout=5).status_code != 200:
+        if time.monotonic() > deadline:
+            services.stop_group(proc.pid)
+            raise RuntimeError("gunicorn never became ready:\n" + services.tail(service.log, 30))
+        time.sleep(0.2)
+    return service, proc

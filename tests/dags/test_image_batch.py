@@ -22,6 +22,7 @@ def test_a_zip_of_images_is_scored(servers, champion, dagbag, mongo_client, monk
         "MLFLOW_TRACKING_URI": servers.mlflow.url,
         "MODEL_NAME": str(champion["model_name"]),
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "BATCHES_DIR": str(tmp_path / "b"),  # the app's and the workers' batch store, as one .env gives both
     }.items():
         monkeypatch.setenv(key, value)
     trust_champion(mongo_client[DB], champion)

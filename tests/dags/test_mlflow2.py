@@ -22,7 +22,7 @@ from model.params import load_params
 from model.registry import CHAMPION, MONITORING_EXPERIMENT, PREVIOUS, Registry, RegistryConfig, connect
 from ops import services
 from plugins.mlops_platform.settings import ROOT, Settings, registry_config
-from tests.conftest import MLFLOW2_PASSWORD, MLFLOW2_USER
+from tests.conftest import MLFLOW2_PASSWORD, MLFLOW2_USER, start_ready_app
 
 MODEL = "digits-mlflow2"
 DB = "mlflow2_test"
@@ -113,14 +113,9 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
         "BATCHES_DIR": str(root / "batches"),
         "LOG_FLUSH_SECONDS": "0.05",
     }
-    app = services.app(services.free_port(), root / "app.log", env=app_env, workers=1)
-    proc = services.start(app)
+    app, proc = start_ready_app(root, app_env)
     try:
-        services.wait_healthy(app, proc)
-        deadline = time.monotonic() + 60
-        while (health := requests.get(f"{app.url}/health", timeout=5)).status_code != 200:
-            assert time.monotonic() < deadline, services.tail(app.log, 30)
-            time.sleep(0.3)
+        health = requests.get(f"{app.url}/health", timeout=5)
         assert str(health.json()["model"]["version"]) == champion.version
         answer = requests.post(f"{app.url}/predict", json={"instances": DIGITS.X[:5].tolist()}, timeout=10)
         assert answer.status_code == 200, answer.text

@@ -52,6 +52,7 @@ def wine_env(servers, tmp_path_factory):
         "DATA_DIR": str(root / "data"),
         "MODEL_CACHE_DIR": str(root / "cache"),
         "PARAMS_PATH": params_file(root / "params.yaml", **TABULAR),
+        "BATCHES_DIR": str(root / "batches"),  # the app's and the workers' batch store, as one .env gives both
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
@@ -71,7 +72,7 @@ def wine_champion(dagbag, wine_env, servers):
 
 @pytest.fixture
 def wine_app(servers, wine_champion, wine_env, tmp_path):
-    application = create_app(app_settings(servers, tmp_path, MODEL, DB, batches_dir=tmp_path / "batches"))
+    application = create_app(app_settings(servers, tmp_path, MODEL, DB, batches_dir=wine_env / "batches"))
     wait_for(lambda: application.extensions["models"].current is not None, message="the wine champion to load")
     triggered: list[dict] = []
     application.extensions["batch_trigger"] = lambda conf, run_id: triggered.append(conf) or run_id

@@ -23,7 +23,7 @@ from model.registry import CHAMPION, Registry, RegistryConfig
 from ops import services
 from plugins.mlops_platform import monitor
 from plugins.mlops_platform.settings import Settings
-from tests.conftest import vouch
+from tests.conftest import start_ready_app, vouch
 
 MODEL = "digits-provenance"
 
@@ -93,15 +93,8 @@ def test_app_never_loads_a_champion_the_gate_did_not_vouch_for(servers, good, db
         "OUTBOX_DIR": str(root / "outbox"),
         "MODEL_POLL_SECONDS": "0.5",
     }
-    app = services.app(services.free_port(), root / "app.log", env=env, workers=1)
-    proc = services.start(app)
+    app, proc = start_ready_app(root, env)
     try:
-        services.wait_healthy(app, proc)
-        deadline = time.monotonic() + 60
-        while requests.get(f"{app.url}/health", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, services.tail(app.log, 30)
-            time.sleep(0.2)
-
         bad = evil_version(good["client"], good["registry"], good["version"], marker, tmp_path)
         good["client"].set_registered_model_alias(MODEL, CHAMPION, bad)  # by hand: no gate
         deadline = time.monotonic() + 30
