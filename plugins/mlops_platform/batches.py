@@ -53,7 +53,13 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         metadata = Model.load(str(path)).metadata or {}
         if job.get("format") not in batches.TABLE_FORMATS + batches.IMAGE_FORMATS:
             raise BatchRejected(f"batch {batch_id} has an unknown format")
-        data = batch_file(settings.batches_dir, batch_id, f"input.{job['format']}").read_bytes()
+        try:
+            data = batch_file(settings.batches_dir, batch_id, f"input.{job['format']}").read_bytes()
+        except FileNotFoundError as exc:
+            raise BatchRejected(
+                f"the uploaded file of batch {batch_id} is not under BATCHES_DIR ({settings.batches_dir}): "
+                "the app and the workers must be given the same one, or it expired (BATCH_RETENTION_DAYS)"
+            ) from exc
         try:
             if metadata.get("task") == "tabular":
                 if job["format"] not in batches.TABLE_FORMATS:

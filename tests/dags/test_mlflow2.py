@@ -6,9 +6,11 @@ Every one of them is configured through the environment only, as `.env` would co
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from model.params import load_params
 from model.registry import CHAMPION, MONITORING_EXPERIMENT, PREVIOUS, Registry, RegistryConfig, connect
 from ops import services
 from plugins.mlops_platform.settings import ROOT, Settings, registry_config
+from tests.app.conftest import png_bytes
 from tests.conftest import MLFLOW2_PASSWORD, MLFLOW2_USER, start_ready_app
 
 MODEL = "digits-mlflow2"
@@ -48,6 +51,7 @@ def env2(mlflow2, servers, monkeypatch, tmp_path) -> dict[str, str]:
         "EXPERIMENT_NAME": MODEL,
         "DATA_DIR": str(tmp_path / "data"),
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "BATCHES_DIR": str(tmp_path / "batches"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -110,7 +114,6 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
     app_env = {
         **env2,
         "OUTBOX_DIR": str(root / "outbox"),
-        "BATCHES_DIR": str(root / "batches"),
         "LOG_FLUSH_SECONDS": "0.05",
     }
     app, proc = start_ready_app(root, app_env)
@@ -122,6 +125,18 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
         pid = answer.json()["predictions"][0]["id"]
         record = requests.get(f"{app.url}/predictions/{pid}", timeout=10)
         assert record.status_code == 200 and record.json()["model_version"] == champion.version
+
+        # batch scoring loads the same champion (Airflow's REST API is not running: the test starts the run)
+        upload = io.BytesIO()
+        with zipfile.ZipFile(upload, "w") as archive:
+            for i in range(3):
+                archive.writestr(f"{i}.png", png_bytes(DIGITS.X[i]))
+        batch = requests.post(f"{app.url}/batches", files={"file": ("d.zip", upload.getvalue())}, timeout=10)
+        assert batch.status_code == 202, batch.text
+        batch_id = batch.json()["id"]
+        assert dagbag.get_dag("score_batch").test(run_conf={"batch_id": batch_id}).state == "success"
+        scored = requests.get(f"{app.url}/batches/{batch_id}", timeout=10).json()
+        assert scored["status"] == "succeeded" and scored["model_version"] == champion.version, scored
 
         # monitoring logs its run on the same server
         monitor = dagbag.get_dag("monitor_platform")
