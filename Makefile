@@ -58,7 +58,7 @@ browser:
 test: install browser bench-deps mlflow2
 	@$(PY) -m pytest
 
-# Fault injection (kills MongoDB for 30 s, SIGKILLs the app and a worker, stops MLflow): ~4 minutes.
+# Fault injection (kills MongoDB for 30 s, SIGKILLs the app and a worker, stops MLflow, fills a disk, caps the outbox): ~7 minutes.
 test-faults: install
 	@$(PY) -m pytest -m faults -s -p no:warnings tests/faults
 
