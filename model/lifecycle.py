@@ -202,7 +202,7 @@ def validate_and_promote(
     labels = snap.labels
     name = registry.config.model_name
     try:
-        challenger, files = registry.load_verified(
+        challenger, _, files = registry.load_verified(
             version, cache_dir / f"v{version}", provenance.recorded(db, name, version, provenance.REGISTERED)
         )
     except provenance.ProvenanceError as exc:
@@ -229,7 +229,7 @@ def validate_and_promote(
     unverified = ""
     if champion_info is not None and champion_info.version != version:
         try:
-            champion, _ = registry.load_verified(
+            champion, _, _ = registry.load_verified(
                 champion_info.version,
                 cache_dir / f"v{champion_info.version}",
                 provenance.recorded(db, name, champion_info.version),

@@ -25,7 +25,7 @@ from typing import Any
 from pymongo.database import Database
 
 from model.errors import ModelError
-from model.registry import Registry, load_pipeline
+from model.registry import Registry
 from model.store import MODEL_EVENTS, record_event
 
 DIGEST_TAG = "model_digest"
@@ -91,10 +91,9 @@ def load_promoted(registry: Registry, db: Database, version: str, dst: Path, loa
     A version without a matching `promoted` digest raises ProvenanceError and is recorded as refused.
     """
     name = registry.config.model_name
-    path = registry.download_version(version, dst)
     try:
-        verify(path, recorded(db, name, version), f"{name} version {version}")
+        pipeline, path, _ = registry.load_verified(version, dst, recorded(db, name, version))
     except ProvenanceError as exc:
         refuse(db, name, version, loader, str(exc))
         raise
-    return load_pipeline(path), path
+    return pipeline, path

@@ -191,14 +191,15 @@ class Registry:
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
-    def load_verified(self, version: str, dst: Path, expected_digest: str | None) -> tuple[Any, str]:
+    def load_verified(self, version: str, dst: Path, expected_digest: str | None) -> tuple[Any, Path, str]:
         """Download `version` into `dst`, check its files against the digest the platform recorded, and
-        only then load (unpickle) the Pipeline; returns it with the digest. See model/provenance.py."""
+        only then load (unpickle) the Pipeline; returns it, its directory and the digest. See
+        model/provenance.py."""
         from model.provenance import verify
 
         path = self.download_version(version, dst)
         files = verify(path, expected_digest, f"{self.config.model_name} version {version}")
-        return load_pipeline(path), files
+        return load_pipeline(path), path, files
 
     def download_version(self, version: str, dst: Path) -> Path:
         """Download the model directory of `version` into `dst` and return its path.

@@ -357,7 +357,9 @@ def _has_api_key() -> bool:
     if key is None or not key.get_secret_value():
         return True
     given = request.headers.get("X-API-Key") or _bearer()
-    return bool(given) and hmac.compare_digest(given.encode(), key.get_secret_value().encode())
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode(), key.get_secret_value().encode())
 
 
 @bp.get("/statistics")
