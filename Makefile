@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: up down status logs test test-faults lint lock install browser bench-deps mlflow2 rollback bench bench-pipeline clean
+.PHONY: up down status logs test test-faults test-bench lint lock install browser bench-deps mlflow2 rollback bench bench-pipeline clean
 
 up: install .env
 	@echo "Starting the stack (data under var/, logs under var/log/) ..."
@@ -30,7 +30,7 @@ install: $(STAMP)
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(PY) -m pip install -q uv
-	$(BIN)/uv pip install --python $(PY) -q -r requirements.txt
+	$(BIN)/uv pip install --python $(PY) -q --compile-bytecode -r requirements.txt
 	$(BIN)/uv pip check --python $(PY)
 	@touch $@
 
@@ -46,7 +46,7 @@ mlflow2: $(MLFLOW2_VENV)/.installed
 $(MLFLOW2_VENV)/.installed: ops/mlflow2/requirements.txt | install
 	@echo "Building the MLflow 2.7.1 test server's venv in $(MLFLOW2_VENV) ..."
 	@test -x $(MLFLOW2_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW2_VENV)
-	$(BIN)/uv pip install --python $(MLFLOW2_VENV)/bin/python -q -r ops/mlflow2/requirements.txt
+	$(BIN)/uv pip install --python $(MLFLOW2_VENV)/bin/python -q --compile-bytecode -r ops/mlflow2/requirements.txt
 	@touch $@
 
 # Debian's chromium for the browser test; playwright drives it (never `playwright install`).
@@ -55,8 +55,12 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; the browser test will be skipped"; }
 
-test: install browser bench-deps mlflow2
+test: install browser mlflow2
 	@$(PY) -m pytest
+
+# The benchmarks in their tiny mode, so they cannot rot (~5 minutes: each starts its own stack).
+test-bench: install bench-deps
+	@$(PY) -m pytest -m bench tests/bench
 
 # Fault injection (kills MongoDB for 30 s, SIGKILLs the app and a worker, stops MLflow, fills a disk, caps the outbox): ~7 minutes.
 test-faults: install

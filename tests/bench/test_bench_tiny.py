@@ -12,7 +12,10 @@ import pytest
 
 from plugins.mlops_platform.settings import ROOT
 
-pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test installs it)")
+pytestmark = [
+    pytest.mark.bench,
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test-bench installs it)"),
+]
 
 
 def test_tiny_benchmark_prints_its_table_and_loses_nothing():

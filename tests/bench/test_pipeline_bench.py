@@ -7,7 +7,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from plugins.mlops_platform.settings import ROOT
+
+pytestmark = pytest.mark.bench
 
 
 def test_pipeline_benchmark_prints_step_times():
