@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from app.prediction_log import LogUnavailable
 from model.errors import BlankImage, ImageError, ImageTooLarge, UnreadableImage
@@ -43,6 +43,10 @@ class NotFound(ApiError):
 
 class Unauthorized(ApiError):
     status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
 
 
 class NoModel(ApiError):
@@ -89,8 +93,16 @@ def register_error_handlers(app: Flask) -> None:
             message = f"the request body exceeds {app.config['MAX_CONTENT_LENGTH']:,} bytes"
         if status == 405:
             message = f"{request.method} is not allowed on {request.path}"
+        if isinstance(exc, ClientDisconnected):  # the body stopped arriving (app/http_worker.py's deadline)
+            status, code, message = 408, "request_timeout", "the request body stopped arriving; send it again"
         _record_failure(status, code)
         return error_response(status, code, message)
+
+    @app.errorhandler(TimeoutError)
+    def _slow_body(exc: TimeoutError) -> tuple[Response, int]:
+        # the worker's socket deadline (app/http_worker.py) passed while the body was being read
+        _record_failure(408, "request_timeout")
+        return error_response(408, "request_timeout", "the request body stopped arriving; send it again")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -14,8 +14,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 # 4.4 ms (bench/). The model and imports are frozen out of the GC after each load (model_manager).
 gc.set_threshold(10_000, 20, 10)
 
-worker_class = "sync"
+# gthread, not sync: a sync worker reads a request to its end before anything else, so two clients
+# that sent half a request each held both workers and /health went unanswered (issue #15, item 12).
+# gthread waits for a request's first bytes in its poller and serves requests on a pool of threads,
+# so a slow client holds one thread, not a worker; ours adds a deadline to every socket read and
+# write (APP_READ_TIMEOUT), so it holds it for seconds, not forever. Production still belongs behind
+# a buffering proxy.
+worker_class = "app.http_worker.DeadlineThreadWorker"
 workers = int(os.environ.get("APP_WORKERS", "2"))
+threads = int(os.environ.get("APP_THREADS", "16"))
 timeout = 60
 graceful_timeout = 20
 keepalive = 5

@@ -10,6 +10,11 @@ from flask import Flask
 _ROW = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 16}, "minItems": 64, "maxItems": 64}
 _LABEL = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
 _TABLE_ROW = {"type": "object", "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "string"}]}}
+_FEEDBACK_TOKEN = {
+    "type": "string",
+    "nullable": True,
+    "description": "send it back with feedback on these predictions (null when predictions are not logged)",
+}
 _ERROR = {
     "type": "object",
     "required": ["error", "message"],
@@ -59,6 +64,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 },
             },
             "latency_ms": {"type": "number"},
+            "feedback_token": _FEEDBACK_TOKEN,
         },
     },
     "InferenceImageRequest": {
@@ -66,7 +72,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["data"],
         "properties": {"name": {"type": "string"}, "data": {"type": "string", "format": "byte"}},
     },
-    "InferenceImageResponse": {"type": "object", "required": ["uuid"], "properties": {"uuid": {"type": "string"}}},
+    "InferenceImageResponse": {
+        "type": "object",
+        "required": ["uuid"],
+        "properties": {"uuid": {"type": "string"}, "feedback_token": _FEEDBACK_TOKEN},
+    },
     "PredictionRecord": {
         "type": "object",
         "required": ["id", "uuid", "prediction", "label", "model_version"],
@@ -82,7 +92,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "features": {"anyOf": [{"type": "array", "items": {"type": "number"}}, _TABLE_ROW]},
         },
     },
-    "FeedbackRequest": {"type": "object", "required": ["label"], "properties": {"label": _LABEL}},
+    "FeedbackRequest": {
+        "type": "object",
+        "required": ["label"],
+        "properties": {
+            "label": _LABEL,
+            "token": {"type": "string", "description": "the feedback_token of the prediction's response"},
+        },
+    },
     "FeedbackResponse": {
         "type": "object",
         "properties": {
@@ -122,6 +139,7 @@ _DESCRIPTIONS = {
     400: "Malformed request",
     401: "Missing or wrong API key / admin token",
     404: "Not found",
+    403: "Not allowed: feedback needs the prediction's feedback_token (or the admin token)",
     409: "Not ready yet (e.g. a batch that has not succeeded)",
     413: "Payload too large",
     415: "Unsupported media type",

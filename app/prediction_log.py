@@ -5,13 +5,16 @@ Guarantees, in order of the path a record takes:
   before the response goes out: from then on a crash of the process (even SIGKILL) cannot lose them.
   The writer fsyncs the journal every flush interval, so a power loss can cost at most that interval.
 - The records are also put on a bounded in-memory queue. The writer thread takes batches off it and
-  inserts the already-encoded documents into MongoDB; rollups are incremented for exactly the
-  documents that were new. If MongoDB is unreachable, the batch goes to the durable outbox (fsync'ed)
-  and is replayed in order when MongoDB answers again. A full queue sends records to the outbox too.
+  inserts the already-encoded documents into MongoDB, then adds the new ones to the hourly rollups,
+  once: if that update fails after the insert, it is kept and retried (model/store.py apply_rollups
+  ignores a retry that did land), and a clean shutdown leaves what is still pending in the outbox.
+  If MongoDB is unreachable, the batch goes to the durable outbox (fsync'ed) and is replayed in order
+  when MongoDB answers again. A full queue sends records to the outbox too.
 - A journal segment is deleted once every record in it is in MongoDB or in the outbox. Segments left by
   a dead process (its pid gone, or reused by us) are replayed by the next process that looks.
 - Replays are idempotent: every record has a unique `_id`, duplicates are ignored, and rollups count
-  only first inserts.
+  only first inserts. One window stays: a process killed between an insert and its rollup update
+  leaves that insert uncounted (the records themselves are all there).
 - On a clean shutdown the queue is drained (to MongoDB, or to the outbox).
 """
 
@@ -41,7 +44,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from model.statistics import merge_increments, rollup_increments
-from model.store import FEEDBACK, PREDICTIONS, insert_predictions, time_ordered_ids
+from model.store import FEEDBACK, PREDICTIONS, ROLLUPS, apply_rollups, insert_predictions, time_ordered_ids
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +316,9 @@ class PredictionLog:
         self._queued = 0
         self._queued_lock = threading.Lock()
         token = uuid.uuid4().hex[:8]
+        self.writer_id = f"{HOST}-{os.getpid()}-{token}"  # whose rollup counts these are (apply_rollups)
+        self._seq = 0
+        self._pending: list[tuple[int, dict[str, dict[str, Any]]]] = []  # (seq, increments) not yet applied
         self.outbox = Outbox(outbox_dir, token)
         self.journal = Journal(outbox_dir, token)
         self.batch_size = batch_size
@@ -515,6 +521,11 @@ class PredictionLog:
         """Replay outbox files (and dead processes' journals) in order; True when nothing is left."""
         if not self.mongo_ok and not self._ping():
             return False
+        try:
+            self._apply_pending(self._db_factory())
+        except PyMongoError as exc:
+            self._mark_down(exc)
+            return False
         for path in self.outbox.claim():
             written = 0
             try:
@@ -556,19 +567,46 @@ class PredictionLog:
         self.stats.failures += 1
 
     def _write(self, chunks: list[Chunk]) -> None:
-        """Insert the chunks' documents; rollups for new predictions only (insert_predictions)."""
+        """Insert the chunks' documents, then count the new predictions in the rollups.
+
+        Counting happens once per insert, exactly: when the insert succeeded but the rollup update
+        failed, the documents are in and stay in; their counts wait in `_pending` (with their seq, so a
+        retry of an update that did land is ignored) and go before any later write.
+        """
         db = self._db_factory()
+        self._apply_pending(db)
         predictions = [c for c in chunks if c.collection == PREDICTIONS]
         feedback = [doc for c in chunks if c.collection == FEEDBACK for doc in c.documents()]
+        for c in chunks:  # counts a stopped process could not apply (see close)
+            if c.collection == ROLLUPS:
+                for doc in c.documents():
+                    pending = bson.decode(doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc))
+                    apply_rollups(db, pending["increments"], pending["writer"], pending["seq"])
         if predictions:
             docs = [doc for c in predictions for doc in c.documents()]
             known = all(c.increments is not None for c in predictions)
-            increments = merge_increments(c.increments for c in predictions if c.increments) if known else None
-            new = insert_predictions(db, docs, increments)
+            given = merge_increments(c.increments for c in predictions if c.increments) if known else None
+            new, increments = insert_predictions(db, docs, given)
             self.stats.written += new
             self.stats.duplicates += len(docs) - new
+            self._seq += 1
+            self._pending.append((self._seq, increments))
+            try:
+                self._apply_pending(db)
+            except PyMongoError as exc:
+                self._mark_down(exc)  # the documents are in: only their counts wait
         if feedback:
             db[FEEDBACK].bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in feedback])
+
+    def _apply_pending(self, db: Database) -> None:
+        while self._pending:
+            seq, increments = self._pending[0]
+            apply_rollups(db, increments, self.writer_id, seq)
+            self._pending.pop(0)
+
+    def pending_rollups(self) -> int:
+        """Inserts whose counts are not in the rollups yet (MongoDB failed in between)."""
+        return len(self._pending)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -588,6 +626,13 @@ class PredictionLog:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._pending and not self._thread.is_alive():  # counts MongoDB never took: the next replay applies them
+            docs = [{"writer": self.writer_id, "seq": seq, "increments": inc} for seq, inc in self._pending]
+            try:
+                self.outbox.append(b"".join(entry(ROLLUPS, doc) for doc in docs), len(docs))
+                self._pending.clear()
+            except OSError:
+                log.exception("could not keep %d pending rollup updates in the outbox", len(docs))
         leftover: list[Chunk] = []
         while True:
             try:

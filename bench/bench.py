@@ -33,6 +33,7 @@ from model import lifecycle
 from model.data import load_digits_dataset, split
 from model.params import load_params
 from model.registry import RegistryConfig, connect
+from model.sources import SourcePolicy
 from model.statistics import rollup_increments
 from ops import services
 
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         registry = connect(RegistryConfig(mlflow.url, MODEL, MODEL))
         params = load_params(ROOT / "config" / "params.yaml")
         client: MongoClient = MongoClient(mongo.url, tz_aware=True)
-        snapshot = lifecycle.ingest(params, workdir / "data", client["bench"])
+        snapshot = lifecycle.ingest(params, workdir / "data", client["bench"], SourcePolicy(workdir))
         trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, client["bench"])
         lifecycle.validate_and_promote(
             params, Path(snapshot["path"]), trained["version"], registry, client["bench"], workdir / "val"

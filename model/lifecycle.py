@@ -32,6 +32,7 @@ from model.registry import (
     Registry,
 )
 from model.snapshot import read_snapshot, write_snapshot
+from model.sources import SourcePolicy
 from model.store import load_feedback, record_event
 from model.train import build_pipeline, train
 
@@ -39,17 +40,20 @@ log = logging.getLogger(__name__)
 EXAMPLE_ROWS = 5
 
 
-def ingest(params: Params, data_dir: Path, db: Database | None) -> dict[str, Any]:
-    """Load the configured source (+ feedback), validate it, and write a content-hashed snapshot."""
+def ingest(params: Params, data_dir: Path, db: Database | None, sources: SourcePolicy) -> dict[str, Any]:
+    """Load the configured source (+ feedback), validate it, and write a content-hashed snapshot.
+
+    `sources` says which directory and hosts data may be read from.
+    """
     if params.task == "tabular":
-        return ingest_table(params, data_dir)
+        return ingest_table(params, data_dir, sources)
     p = params.data
     if p.source == "digits":
         dataset = datasets.load_digits_dataset()
     else:
         if p.image_folder is None:
             raise DataValidationError("data.source is image_folder but data.image_folder is not set")
-        dataset = datasets.load_image_folder(p.image_folder)
+        dataset = datasets.load_image_folder(sources.local_path(p.image_folder))
     feedback_rows = 0
     if p.include_feedback and db is not None:
         feedback = load_feedback(db, p.labels)
@@ -75,12 +79,12 @@ def ingest(params: Params, data_dir: Path, db: Database | None) -> dict[str, Any
     return {"hash": digest, "path": str(path), "rows": len(dataset), "feedback_rows": feedback_rows}
 
 
-def ingest_table(params: Params, data_dir: Path) -> dict[str, Any]:
+def ingest_table(params: Params, data_dir: Path, sources: SourcePolicy) -> dict[str, Any]:
     """Read the table, infer its schema (or enforce the pinned one), validate, and snapshot it."""
     p, t = params.data, params.tabular
-    frame = tabular.read_table(t.source)
-    inferred = tabular.infer_schema(frame, t)
     source = redact_source(t.source)  # what is recorded: the manifest, MLflow's dataset_source, the pin's name
+    frame = read_source(t.source, sources)
+    inferred = tabular.infer_schema(frame, t)
     pin = data_dir / "schemas" / f"{_slug(source)}--{_slug(t.target)}.json"
     schema = inferred
     if t.pin_schema and pin.exists():
@@ -112,6 +116,16 @@ def ingest_table(params: Params, data_dir: Path) -> dict[str, Any]:
     path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest, schema=schema.to_dict())
     log.info("snapshot %s: %d rows, %d columns", digest, len(dataset), len(schema.columns))
     return {"hash": digest, "path": str(path), "rows": len(dataset), "feedback_rows": 0}
+
+
+def read_source(source: str, sources: SourcePolicy) -> Any:
+    """A table from a bundled example, an allowed URL or a file inside the data-source directory."""
+    if source.startswith(("http://", "https://")):
+        shown = redact_source(source)
+        return tabular.read_table(shown, data=sources.fetch(source, shown))
+    if source.startswith("example:"):
+        return tabular.read_table(source)
+    return tabular.read_table(str(sources.local_path(source)))
 
 
 def redact_source(source: str) -> str:

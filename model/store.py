@@ -106,15 +106,17 @@ ROLLUPS = "prediction_rollups"
 
 
 def insert_predictions(
-    db: Database, docs: Sequence[Mapping[str, Any]], increments: dict[str, dict[str, Any]] | None = None
-) -> int:
+    db: Database,
+    docs: Sequence[Mapping[str, Any]],
+    increments: dict[str, dict[str, Any]] | None = None,
+) -> tuple[int, dict[str, dict[str, Any]]]:
     """Insert prediction documents (dicts or RawBSONDocuments), skipping ids already stored; roll up the new.
 
-    `increments`, when the caller has them, are the rollups of all of `docs`; they are applied only if
-    every document was new, otherwise the new documents' own are. Returns how many were new. Replays
-    and retries are idempotent: rollups count first inserts only.
+    `increments`, when the caller has them, are the rollups of all of `docs`; they are used only if
+    every document was new, otherwise the new documents' own are. Returns how many were new and the
+    increments to apply: the caller applies them with `apply_rollups(db, increments, writer, seq)`,
+    and keeps them to retry if that fails (the documents are in; only their counts are not).
     """
-    from pymongo import UpdateOne
     from pymongo.errors import BulkWriteError
 
     from model.statistics import rollup_increments
@@ -131,11 +133,36 @@ def insert_predictions(
         increments = None
     if increments is None:
         increments = rollup_increments(new)
-    if increments:
-        db[ROLLUPS].bulk_write(
-            [UpdateOne({"_id": key}, update, upsert=True) for key, update in increments.items()], ordered=False
+    return len(new), increments
+
+
+def apply_rollups(db: Database, increments: dict[str, dict[str, Any]], writer: str, seq: int) -> None:
+    """Add increments to the hourly rollups exactly once per (writer, seq), however often it is retried.
+
+    Each writer (a process's log writer, a batch) has its own rollup document per hour, model and
+    version, which remembers the last `seq` it applied; a writer applies its seqs in increasing order.
+    An update whose seq is not above the document's is a retry of one already applied: the filter does
+    not match, the upsert collides with the existing `_id`, and that duplicate-key error is ignored.
+    Readers sum every writer's documents for an hour.
+    """
+    from pymongo import UpdateOne
+    from pymongo.errors import BulkWriteError
+
+    if not increments:
+        return
+    updates = [
+        UpdateOne(
+            {"_id": f"{key}|{writer}", "seq": {"$lt": seq}},
+            {"$inc": update["$inc"], "$set": {"seq": seq}, "$setOnInsert": update["$setOnInsert"]},
+            upsert=True,
         )
-    return len(new)
+        for key, update in increments.items()
+    ]
+    try:
+        db[ROLLUPS].bulk_write(updates, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
 
 
 def update_batch(db: Database, batch_id: str, **fields: Any) -> None:

@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -71,15 +72,16 @@ class Schema:
 
 
 def read_table(source: str, data: bytes | None = None) -> pd.DataFrame:
-    """A CSV or Parquet file from a path, an http(s) URL, raw bytes, or a bundled example (`example:wine`)."""
+    """A CSV or Parquet file from a path, raw bytes (named by `source`), or a bundled example (`example:wine`).
+
+    Nothing here fetches a URL or checks where a path leads: model/sources.py decides what may be read.
+    """
     if source in _EXAMPLES:
         return example_wine()
-    is_parquet = source.lower().endswith((".parquet", ".pq"))
+    is_parquet = urlsplit(source).path.lower().endswith((".parquet", ".pq"))
     try:
         if data is not None:
             handle: Any = io.BytesIO(data)
-        elif source.startswith(("http://", "https://")):
-            handle = source
         else:
             path = Path(source)
             if not path.is_file():
@@ -122,7 +124,9 @@ def infer_schema(frame: pd.DataFrame, params: TabularParams) -> Schema:
     """Column kinds (declared, else inferred), categories and observed ranges of a raw table."""
     target = params.target
     if target not in frame.columns:
-        raise DataValidationError(f"the target column '{target}' is not in the data (columns: {list(frame.columns)})")
+        raise DataValidationError(
+            f"the target column '{target}' is not in the data (columns: {_names(list(frame.columns))})"
+        )
     unknown = [c for c in [*params.numeric, *params.categorical, *params.drop] if c not in frame.columns]
     if unknown:
         raise DataValidationError(f"params name columns that are not in the data: {unknown}")
@@ -182,7 +186,7 @@ def enforce_schema(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, n
         raise _row_error(
             schema.target,
             int(unknown[0]),
-            f"is {y[unknown[0]]!r}, not one of the classes {schema.classes}",
+            f"is {_shown(y[unknown[0]])}, not one of the classes {schema.classes}",
             unknown.size,
         )
     if all(isinstance(c, int) for c in schema.classes):
@@ -211,7 +215,7 @@ def enforce_features(frame: pd.DataFrame, schema: Schema, strict_categories: boo
             numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
             bad = np.flatnonzero(~np.isfinite(numbers.to_numpy()))
             if bad.size:
-                raise _row_error(column.name, int(bad[0]), f"is {text.iloc[bad[0]]!r}, not a number", bad.size)
+                raise _row_error(column.name, int(bad[0]), f"is {_shown(text.iloc[bad[0]])}, not a number", bad.size)
             for bound, outside in (
                 (column.min, numbers < (column.min or 0)),
                 (column.max, numbers > (column.max or 0)),
@@ -232,7 +236,7 @@ def enforce_features(frame: pd.DataFrame, schema: Schema, strict_categories: boo
                 raise _row_error(
                     column.name,
                     int(bad[0]),
-                    f"is {text.iloc[bad[0]]!r}, not one of the allowed categories {sorted(allowed)} "
+                    f"is {_shown(text.iloc[bad[0]])}, not one of the allowed categories {sorted(allowed)} "
                     "(add it under tabular.categories in params.yaml, or delete the pinned schema to re-infer it)",
                     bad.size,
                 )
@@ -378,6 +382,17 @@ def _label(value: Any) -> Any:
 
 def _sort_key(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, int) else (1, str(value))
+
+
+def _shown(value: Any, width: int = 40) -> str:
+    """A cell as an error message quotes it: enough to find it, never a whole line of someone's file."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _names(names: list[Any], most: int = 30) -> str:
+    shown = [_shown(str(n)) for n in names[:most]]
+    return ", ".join(shown) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _row_error(column: str, index: int, problem: str, count: int) -> DataValidationError:

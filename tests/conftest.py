@@ -29,6 +29,7 @@ import pytest  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
 from model.registry import RegistryConfig  # noqa: E402
+from model.sources import SourcePolicy  # noqa: E402
 
 
 class Servers:
@@ -182,7 +183,7 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
     registry = connect(registry_config_for(servers, "digits-app"))
     params = load_params(ROOT / "config" / "params.yaml")
     db = mongo_client[LIFECYCLE_DB]
-    snapshot = lifecycle.ingest(params, tmp_session / "data", db)
+    snapshot = lifecycle.ingest(params, tmp_session / "data", db, SourcePolicy(tmp_session))
     trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, db)
     decision = lifecycle.validate_and_promote(
         params, Path(snapshot["path"]), trained["version"], registry, db, tmp_session / "validation"
@@ -241,6 +242,7 @@ def served_app(  # noqa: ANN201
         "OUTBOX_DIR": str(root / "outbox"),
         "BATCHES_DIR": str(root / "batches"),
         "LOG_FLUSH_SECONDS": "0.05",
+        "APP_READ_TIMEOUT": "3",  # test_slow_clients waits for it
     }
     service, proc = start_ready_app(root, env, workers=2)
     yield service

@@ -1,5 +1,5 @@
 // Show a prediction with its top classes, and send feedback on it (both pages).
-let lastPrediction = null, lastLabels = [];
+let lastPrediction = null, lastLabels = [], lastToken = null;
 
 function show(r) {
   const out = document.getElementById('result');
@@ -13,6 +13,7 @@ function show(r) {
   const labels = r.body.model.labels;
   const top3 = p.probabilities.map((v, i) => [labels[i], v]).sort((a, b) => b[1] - a[1]).slice(0, 3);
   lastPrediction = p;
+  lastToken = r.body.feedback_token;
   lastLabels = labels;
   out.innerHTML = `<div class="label" id="predicted-label">${escapeHtml(p.label)}</div>
     <p>confidence <strong id="confidence">${(p.confidence * 100).toFixed(1)}%</strong></p>
@@ -28,6 +29,6 @@ function show(r) {
 document.getElementById('send-feedback').addEventListener('click', async () => {
   const label = lastLabels[document.getElementById('true-label').selectedIndex];
   const r = await api(`/predictions/${lastPrediction.id}/feedback`, {
-    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ label }) });
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ label, token: lastToken }) });
   document.getElementById('feedback-status').textContent = r.ok ? 'thanks, recorded' : `${r.body.error}: ${r.body.message}`;
 });

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 from pymongo.errors import PyMongoError
 
-from app.errors import ApiError, InvalidInput, NoModel, NotFound, Unauthorized
+from app.errors import ApiError, Forbidden, InvalidInput, NoModel, NotFound, Unauthorized
 from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse_predict
 from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
@@ -48,13 +50,17 @@ def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
 def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        token = ext("settings").admin_token.get_secret_value()
-        given = request.headers.get("X-Admin-Token") or _bearer()
-        if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):
+        if not _is_admin():
             raise Unauthorized("admin routes need the ADMIN_TOKEN in the X-Admin-Token header")
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def _is_admin() -> bool:
+    token = ext("settings").admin_token.get_secret_value()
+    given = request.headers.get("X-Admin-Token") or _bearer()
+    return bool(token and given and hmac.compare_digest(given.encode(), token.encode()))
 
 
 def _bearer() -> str | None:
@@ -88,11 +94,12 @@ def predict() -> Response:
     inputs = parse_predict(
         request, settings.max_batch_rows, settings.max_upload_bytes, settings.max_image_pixels, model.schema
     )
-    results, latency_ms = _predict_and_log(model, inputs, "predict", started)
+    results, latency_ms, token = _predict_and_log(model, inputs, "predict", started)
     return jsonify(
         predictions=results,
         model={"name": model.name, "version": model.version, "labels": model.labels},
         latency_ms=latency_ms,
+        feedback_token=token,
     )
 
 
@@ -121,13 +128,14 @@ def predict_compat() -> Response:
     inputs = from_image_bytes(
         decode_base64(body["data"], "data"), "data", settings.max_upload_bytes, settings.max_image_pixels
     )
-    results, _ = _predict_and_log(model, inputs, "inference/image", started, name=name)
-    return jsonify(uuid=results[0]["id"])
+    results, _, token = _predict_and_log(model, inputs, "inference/image", started, name=name)
+    return jsonify(uuid=results[0]["id"], feedback_token=token)
 
 
 def _predict_and_log(
     model: LoadedModel, inputs: Inputs, source: str, started: float, name: str | None = None
-) -> tuple[list[dict[str, Any]], float]:
+) -> tuple[list[dict[str, Any]], float, str | None]:
+    """The predictions, the latency, and the token that lets the caller send feedback on them."""
     proba = model.predict_proba(inputs.X)
     best = proba.argmax(axis=1)
     labels = [model.labels[i] for i in best.tolist()]
@@ -138,10 +146,13 @@ def _predict_and_log(
     ids = time_ordered_ids(len(labels))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     settings = ext("settings")
+    token = None
     if settings.log_predictions:
         now = datetime.now(UTC)
+        token = secrets.token_urlsafe(16)
         common = {
             "kind": "prediction",
+            "feedback_key": _feedback_key(token),
             "ts": now,
             "model_name": model.name,
             "model_version": model.version,
@@ -169,7 +180,12 @@ def _predict_and_log(
         {"id": i, "label": label, "confidence": c, "probabilities": p}
         for i, label, c, p in zip(ids, labels, confidences, probabilities, strict=True)
     ]
-    return results, latency_ms
+    return results, latency_ms, token
+
+
+def _feedback_key(token: str) -> str:
+    """What a record keeps of its feedback token: a hash, so reading the log does not grant feedback."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _records(
@@ -225,10 +241,12 @@ def get_prediction(prediction_id: str) -> Response:
     "Store the true label of a prediction",
     request="FeedbackRequest",
     response="FeedbackResponse",
-    errors=(401, 404, 415, 422),
+    errors=(401, 403, 404, 415, 422),
 )
 @require_api_key
 def post_feedback(prediction_id: str) -> Response:
+    """Feedback becomes training data, so only whoever got the prediction (its `feedback_token`) or an
+    operator (ADMIN_TOKEN) may label it: an API key alone reads and predicts, it does not teach."""
     body = json_body(request)
     label = body.get("label")
     model = ext("models").current
@@ -236,6 +254,7 @@ def post_feedback(prediction_id: str) -> Response:
     if isinstance(label, bool) or not isinstance(label, int | str) or label not in allowed:
         raise InvalidInput(f"label must be one of {allowed}, got {label!r}", field="label")
     record = _find_prediction(prediction_id)
+    _check_feedback_right(record, body.get("token"))
     doc = {
         "_id": prediction_id,
         "prediction_id": prediction_id,
@@ -249,6 +268,20 @@ def post_feedback(prediction_id: str) -> Response:
     }
     ext("prediction_log").submit([doc], collection=FEEDBACK)
     return jsonify(prediction_id=prediction_id, label=label, correct=doc["correct"])
+
+
+def _check_feedback_right(record: dict[str, Any], token: Any) -> None:
+    if _is_admin():
+        return
+    key = record.get("feedback_key")
+    if not isinstance(token, str) or not token:
+        raise Forbidden(
+            'send the feedback_token that came with the prediction as "token" '
+            "(or the ADMIN_TOKEN in X-Admin-Token to label as an operator)",
+            field="token",
+        )
+    if not isinstance(key, str) or not hmac.compare_digest(_feedback_key(token).encode(), key.encode()):
+        raise Forbidden("this token was not issued with that prediction", field="token")
 
 
 def _find_prediction(prediction_id: str) -> dict[str, Any]:
@@ -279,7 +312,7 @@ def _find_prediction(prediction_id: str) -> dict[str, Any]:
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in record.items() if k not in ("_id", "image")}
+    out = {k: v for k, v in record.items() if k not in ("_id", "image", "feedback_key")}
     out["id"] = out["uuid"] = record["_id"]
     out["prediction"] = record.get("label")
     out["has_image"] = "image" in record
@@ -317,6 +350,7 @@ def health() -> tuple[Response, int]:
             "ok": plog.mongo_ok,
             "queue_depth": plog.depth(),
             "outbox_bytes": plog.outbox_bytes,
+            "rollups_pending": plog.pending_rollups(),
             "outbox_cap_bytes": plog.max_outbox_bytes,
             "writer_alive": writer,
             "writer_error": plog.writer_error,

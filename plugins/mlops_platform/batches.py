@@ -16,7 +16,8 @@ from model import provenance
 from model.batch import batch_file
 from model.errors import DataValidationError
 from model.registry import CHAMPION
-from model.store import BATCHES, insert_predictions, update_batch
+from model.statistics import rollup_increments
+from model.store import BATCHES, apply_rollups, insert_predictions, update_batch
 from model.tabular import Schema
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
 from plugins.mlops_platform.settings import Settings
@@ -91,12 +92,11 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
             best = proba.argmax(axis=1)
             chunk_labels = classes[best].tolist()
             chunk_conf = proba[np.arange(len(best)), best].tolist()
-            now = datetime.now(UTC)
             records = [
                 {
                     "_id": ids[start + i],
                     "kind": "prediction",
-                    "ts": now,
+                    "ts": job["created_at"],  # the time its ids carry: a retried run writes the same records
                     "model_name": settings.model_name,
                     "model_version": champion.version,
                     "source": "batch",
@@ -110,7 +110,9 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
                 }
                 for i in range(stop - start)
             ]
-            new = insert_predictions(db, records)
+            new, _ = insert_predictions(db, records)
+            # a chunk is counted once, all of it, even when a retried run finds its records stored already
+            apply_rollups(db, rollup_increments(records), f"batch-{batch_id}", start + 1)
             stored += len(records)
             labels.extend(chunk_labels)
             confidences.extend(chunk_conf)

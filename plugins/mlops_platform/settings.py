@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.registry import RegistryConfig
+from model.sources import SourcePolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER = "change-me"
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
     # pipeline
     params_path: Path = ROOT / "config" / "params.yaml"
     data_dir: Path = ROOT / "var" / "data"
+    # where training data may be read from: files inside this directory, URLs on these hosts
+    data_source_dir: Path = ROOT / "data"
+    data_source_hosts: str = ""  # comma-separated host names, e.g. raw.githubusercontent.com
+    data_source_max_bytes: int = 1 << 30
+    data_source_timeout_seconds: float = 30.0
 
     # app
     app_url: str = "http://127.0.0.1:5000"
@@ -82,6 +88,11 @@ class Settings(BaseSettings):
     airflow_url: str = "http://127.0.0.1:8080"
     airflow_admin_user: str = "admin"
     airflow_admin_password: SecretStr = SecretStr(PLACEHOLDER)
+
+    @property
+    def sources(self) -> SourcePolicy:
+        hosts = tuple(h.strip().lower() for h in self.data_source_hosts.split(",") if h.strip())
+        return SourcePolicy(self.data_source_dir, hosts, self.data_source_max_bytes, self.data_source_timeout_seconds)
 
     @model_validator(mode="after")
     def _resolve_dagshub(self) -> Settings:

@@ -64,7 +64,7 @@ def ingest(conf: dict[str, Any] | None) -> dict[str, Any]:
     params = params_for(settings, conf)
     with PlatformMongoHook(settings) as mongo:
         try:
-            snapshot = lifecycle.ingest(params, settings.data_dir, mongo.get_conn())
+            snapshot = lifecycle.ingest(params, settings.data_dir, mongo.get_conn(), settings.sources)
         except DataValidationError as exc:
             raise AirflowFailException(f"the data was rejected: {exc}") from exc
     return {**snapshot, "params": (conf or {}).get("params")}

@@ -55,19 +55,21 @@ def test_predict_base64_and_multipart_image(client, app, db):
 
 
 def test_get_prediction_and_feedback(client, app, db):
-    pid = client.post("/predict", json={"instances": [DIGITS.X[5].tolist()]}).json["predictions"][0]["id"]
+    answer = client.post("/predict", json={"instances": [DIGITS.X[5].tolist()]}).json
+    pid, token = answer["predictions"][0]["id"], answer["feedback_token"]
     record = client.get(f"/predictions/{pid}")
     assert record.status_code == 200
     assert record.json["id"] == pid and record.json["prediction"] == record.json["label"]
+    assert "feedback_key" not in record.json, "reading the log does not hand out what grants feedback"
     truth = int(DIGITS.y[5])
-    feedback = client.post(f"/predictions/{pid}/feedback", json={"label": truth})
+    feedback = client.post(f"/predictions/{pid}/feedback", json={"label": truth, "token": token})
     assert feedback.status_code == 200
     assert feedback.json["correct"] is (record.json["label"] == truth)
     flush(app)
     stored = db.feedback.find_one({"_id": pid})
     assert stored["label"] == truth and stored["features"] == DIGITS.X[5].tolist()
     wrong = (truth + 1) % 10
-    again = client.post(f"/predictions/{pid}/feedback", json={"label": wrong})
+    again = client.post(f"/predictions/{pid}/feedback", json={"label": wrong, "token": token})
     assert again.json["correct"] is (record.json["label"] == wrong), "feedback is judged against the prediction"
     assert client.get(f"/predictions/{pid}").json == record.json, "the prediction, not the feedback, is returned"
 
@@ -85,10 +87,13 @@ def test_compat_inference_route(client, app):
 
 
 def test_statistics_match_what_was_sent(client, app):
-    sent = client.post("/predict", json={"instances": DIGITS.X[:30].tolist()}).json["predictions"]
+    answer = client.post("/predict", json={"instances": DIGITS.X[:30].tolist()}).json
+    sent = answer["predictions"]
     client.post("/predict", json={"instances": [[1] * 63]})  # one refused request (422)
     pid = sent[0]["id"]
-    client.post(f"/predictions/{pid}/feedback", json={"label": sent[0]["label"]})
+    feedback = {"label": sent[0]["label"], "token": answer["feedback_token"]}
+    labelled = client.post(f"/predictions/{pid}/feedback", json=feedback)
+    assert labelled.status_code == 200
     flush(app)
     stats = client.get("/statistics?window=24h").json
     expected = {}

@@ -106,10 +106,11 @@ def test_unknown_ids_and_routes(client, path, status):
 
 
 def test_feedback_validation(client):
-    pid = client.post("/predict", json={"instances": [ROW]}).json["predictions"][0]["id"]
-    assert client.post(f"/predictions/{pid}/feedback", json={"label": 12}).status_code == 422
-    assert client.post(f"/predictions/{pid}/feedback", json={"label": "3"}).status_code == 422
-    assert client.post(f"/predictions/{uuid.uuid4()}/feedback", json={"label": 3}).status_code == 404
+    answer = client.post("/predict", json={"instances": [ROW]}).json
+    pid, token = answer["predictions"][0]["id"], answer["feedback_token"]
+    assert client.post(f"/predictions/{pid}/feedback", json={"label": 12, "token": token}).status_code == 422
+    assert client.post(f"/predictions/{pid}/feedback", json={"label": "3", "token": token}).status_code == 422
+    assert client.post(f"/predictions/{uuid.uuid4()}/feedback", json={"label": 3, "token": token}).status_code == 404
 
 
 def test_wrong_method(client):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import bson
@@ -17,7 +17,8 @@ from pymongo import MongoClient
 
 from app import prediction_log
 from app.prediction_log import HOST, Journal, LogUnavailable, Outbox, PredictionLog, entry
-from model.store import time_ordered_ids
+from model.statistics import rollup_increments
+from model.store import ROLLUPS, apply_rollups, time_ordered_ids, window_statistics
 from ops import services
 from tests.app.conftest import wait_for
 
@@ -187,3 +188,64 @@ def test_files_of_other_hosts_are_left_alone_and_an_earlier_boot_is_dead(tmp_pat
     assert len(claimed) == sum(names.values())
     for name, taken in names.items():
         assert (tmp_path / name).exists() is not taken, name
+
+
+class RollupsDown:
+    """The real database, except that its rollups collection lives on a server that is not there."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.client = db.client
+        self.name = db.name
+        self.dead = Holder(db).dead
+        self.down = True
+
+    def __getitem__(self, name: str):
+        return self.dead[name] if name == ROLLUPS and self.down else self.db[name]
+
+    def __call__(self):
+        return self
+
+
+def test_counts_of_an_insert_whose_rollup_update_failed_arrive_once(db, tmp_path):
+    """Issue #15, item 9: 500 records went in, their rollup update failed, and /statistics said 0."""
+    split = RollupsDown(db)
+    plog = PredictionLog(split, tmp_path, flush_seconds=0.05, retry_seconds=0.1)
+    plog.start()
+    batch = records(500)
+    plog.submit(batch)
+    wait_for(lambda: db.predictions.count_documents({"_id": {"$in": [r["_id"] for r in batch]}}) == 500)
+    wait_for(lambda: plog.pending_rollups() > 0, message="the failed rollup update to be kept")
+    assert window_statistics(db, datetime.now(UTC) - timedelta(hours=1))["total"] == 0
+    split.down = False
+    wait_for(lambda: plog.pending_rollups() == 0, 20, "the kept rollup update to be applied")
+    plog.submit(records(3))  # later inserts count on top, nothing twice
+    plog.flush()
+    assert window_statistics(db, datetime.now(UTC) - timedelta(hours=1))["total"] == 503
+    plog.close()
+
+
+def test_rollup_updates_still_pending_at_shutdown_are_applied_by_the_next_process(db, tmp_path):
+    split = RollupsDown(db)
+    first = PredictionLog(split, tmp_path, flush_seconds=0.05, retry_seconds=0.1)
+    first.start()
+    first.submit(records(100))
+    wait_for(lambda: first.pending_rollups() > 0)
+    first.close(timeout=2)
+    assert first.pending_rollups() == 0, "kept in the outbox"
+    second = PredictionLog(lambda: db, tmp_path, flush_seconds=0.05, retry_seconds=0.1)
+    second.start()
+    wait_for(lambda: window_statistics(db, datetime.now(UTC) - timedelta(hours=1))["total"] == 100, 20)
+    second.close()
+    assert window_statistics(db, datetime.now(UTC) - timedelta(hours=1))["total"] == 100
+
+
+def test_a_rollup_update_is_applied_once_however_often_it_is_sent(db):
+    first = rollup_increments(records(7))
+    second = rollup_increments(records(5))
+    apply_rollups(db, first, "w", 1)
+    apply_rollups(db, first, "w", 1)  # a retry of an update that had landed
+    apply_rollups(db, second, "w", 2)
+    apply_rollups(db, first, "w", 1)  # a late retry, after a newer one
+    apply_rollups(db, second, "other-writer", 1)
+    assert window_statistics(db, datetime.now(UTC) - timedelta(hours=1))["total"] == 7 + 5 + 5

@@ -102,3 +102,28 @@ def test_secret_files_are_private_from_their_first_byte(tmp_path, monkeypatch):
         os.umask(old)
     for path in (tmp_path / ".env", tmp_path / "airflow" / "simple_auth_manager_passwords.json"):
         assert path.stat().st_mode & 0o777 == 0o600, path
+
+
+def test_only_the_caller_of_a_prediction_or_an_operator_may_label_it(client, app, db):
+    """Feedback feeds training: a stranger with the prediction's id (and even the API key) cannot label it."""
+    from tests.app.conftest import ADMIN_TOKEN
+    from tests.app.test_api import DIGITS, flush
+
+    first = client.post("/predict", json={"instances": [DIGITS.X[1].tolist()]}).json
+    other = client.post("/predict", json={"instances": [DIGITS.X[2].tolist()]}).json
+    pid = first["predictions"][0]["id"]
+    url = f"/predictions/{pid}/feedback"
+
+    anonymous = client.post(url, json={"label": 7})
+    assert anonymous.status_code == 403 and "feedback_token" in anonymous.json["message"]
+    borrowed = client.post(url, json={"label": 7, "token": other["feedback_token"]})
+    assert borrowed.status_code == 403, "a token is good for its own predictions only"
+    assert client.post(url, json={"label": 7, "token": first["feedback_token"][:-1] + "x"}).status_code == 403
+    flush(app)
+    assert db.feedback.find_one({"_id": pid}) is None, "a refused label is not stored"
+
+    assert client.post(url, json={"label": 1, "token": first["feedback_token"]}).status_code == 200
+    operator = client.post(url, json={"label": 1}, headers={"X-Admin-Token": ADMIN_TOKEN})
+    assert operator.status_code == 200, "an operator labels without the token"
+    flush(app)
+    assert db.feedback.find_one({"_id": pid})["label"] == 1

@@ -50,6 +50,7 @@ def wine_env(servers, tmp_path_factory):
         "MODEL_NAME": MODEL,
         "EXPERIMENT_NAME": MODEL,
         "DATA_DIR": str(root / "data"),
+        "DATA_SOURCE_DIR": str(root),
         "MODEL_CACHE_DIR": str(root / "cache"),
         "PARAMS_PATH": params_file(root / "params.yaml", **TABULAR),
         "BATCHES_DIR": str(root / "batches"),  # the app's and the workers' batch store, as one .env gives both

@@ -19,6 +19,7 @@ from model.evaluate import evaluate, table_behavioural_checks
 from model.monitoring import ALERT, OK, drift_check
 from model.params import MonitoringParams, Params, TabularParams, TrainParams
 from model.snapshot import read_snapshot
+from model.sources import SourcePolicy
 from model.train import build_pipeline, train
 
 PARAMS = TabularParams()
@@ -112,14 +113,16 @@ def test_ingest_pins_the_schema_and_enforces_it_next_time(tmp_path, wine):
     source = tmp_path / "wine.csv"
     source.write_bytes(csv(wine))
     params = Params(task="tabular", tabular=TabularParams(source=str(source)))
-    first = lifecycle.ingest(params, tmp_path / "data", None)
+    sources = SourcePolicy(tmp_path)
+    first = lifecycle.ingest(params, tmp_path / "data", None, sources)
     snapshot = read_snapshot(tmp_path / "data" / "snapshots" / first["hash"])
     assert snapshot.schema is not None and snapshot.labels == ["barbera", "barolo", "grignolino"]
     assert isinstance(snapshot.train.X, pd.DataFrame) and len(snapshot.train) + len(snapshot.holdout) == 178
-    assert lifecycle.ingest(params, tmp_path / "data", None)["hash"] == first["hash"], "same content, same hash"
+    again = lifecycle.ingest(params, tmp_path / "data", None, sources)
+    assert again["hash"] == first["hash"], "same content, same hash"
     source.write_bytes(csv(wine.assign(region=wine["region"].replace("east", "west"))))
     with pytest.raises(DataValidationError, match="'west', not one of the allowed categories"):
-        lifecycle.ingest(params, tmp_path / "data", None)
+        lifecycle.ingest(params, tmp_path / "data", None, sources)
     pinned = json.loads(next((tmp_path / "data" / "schemas").glob("*.json")).read_text())
     assert pinned["target"] == "cultivar"
 

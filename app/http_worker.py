@@ -1,0 +1,39 @@
+"""Gunicorn's gthread worker, with a deadline on every socket read and write of a request.
+
+gthread already waits for a request's first bytes in its poller, so a client that connects and sends
+nothing costs no thread. A client that sends half a request does hold one: gthread reads the rest
+with a blocking socket and no timeout, forever. Here the client socket's blocking mode carries a
+timeout instead (APP_READ_TIMEOUT seconds between two reads or writes), so a stalled request frees
+its thread; the app answers a body that stops arriving with 408 (app/errors.py).
+
+Ours because gunicorn has no such setting; it is one wrapper, and the rest is gunicorn's own worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+
+class _Deadlined:
+    """A client socket whose blocking mode has a timeout; everything else is the socket's own."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self._sock = sock
+        self._timeout = timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._sock.settimeout(self._timeout if flag else 0.0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class DeadlineThreadWorker(ThreadWorker):
+    def enqueue_req(self, conn: Any) -> None:
+        if not isinstance(conn.sock, _Deadlined):
+            conn.sock = _Deadlined(conn.sock, float(os.environ.get("APP_READ_TIMEOUT", "10")))
+        super().enqueue_req(conn)
