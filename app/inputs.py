@@ -18,7 +18,7 @@ from flask import Request
 from app.errors import ApiError, InvalidInput, PayloadTooLarge, UnsupportedMedia, from_image_error
 from model.errors import ImageError
 from model.features import MAX_VALUE, N_FEATURES, decode_image, image_to_features
-from model.tabular import Schema
+from model.tabular import Schema, with_nan
 
 _WHITESPACE = re.compile(rb"\s+")
 _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,")
@@ -167,10 +167,18 @@ def from_records(instances: Any, schema: Schema, max_rows: int) -> Inputs:
                 f"instances[{i}].{unknown[0]} is not a column of this model (its columns: {names})",
                 field=f"instances[{i}].{unknown[0]}",
             )
-        clean: dict[str, float | str] = {}
+        clean: dict[str, float | str | None] = {}
         for column in schema.columns:
             value = row[column.name]
             where = f"instances[{i}].{column.name}"
+            if value is None and schema.imputes and column.missing_share > 0:
+                clean[column.name] = None  # imputed by the Pipeline, as in training
+                continue
+            if value is None:
+                raise InvalidInput(
+                    f"{where} is null; send a value: this column was never missing in the training data",
+                    field=where,
+                )
             if column.kind == "numeric":
                 if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                     raise InvalidInput(f"{where} is {value!r}; it must be a finite number", field=where)
@@ -188,7 +196,8 @@ def from_records(instances: Any, schema: Schema, max_rows: int) -> Inputs:
                 clean[column.name] = str(value)
         rows.append(clean)
     hashes = [hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:32] for row in rows]
-    return Inputs(X=pd.DataFrame(rows, columns=names), rows=rows, input_hashes=hashes, images=[None] * len(rows))
+    X = with_nan(pd.DataFrame(rows, columns=names))
+    return Inputs(X=X, rows=rows, input_hashes=hashes, images=[None] * len(rows))
 
 
 def _first_non_number(instances: list[Any]) -> tuple[int, int]:

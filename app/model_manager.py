@@ -27,7 +27,7 @@ from pymongo.database import Database
 from model import provenance
 from model.registry import CHAMPION, Registry, RegistryConfig, load_pipeline
 from model.serving import Predict, agrees, compile_predict_proba
-from model.tabular import Schema
+from model.tabular import Schema, with_nan
 
 log = logging.getLogger(__name__)
 POINTER = "champion.json"
@@ -246,7 +246,7 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
     schema = Schema.from_dict(metadata["schema"]) if metadata.get("schema") else None
     if task == "tabular" and schema is None:
         raise ValueError(f"version {version} is a tabular model without a schema in its MLmodel metadata")
-    example = raw_example if task == "tabular" else np.asarray(raw_example, dtype=np.float64)
+    example = with_nan(raw_example) if task == "tabular" else np.asarray(raw_example, dtype=np.float64)
     proba = pipeline.predict_proba(example)
     if proba.shape[0] != len(example) or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError(f"version {version} failed its smoke test on the input example")

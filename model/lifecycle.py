@@ -84,6 +84,10 @@ def ingest_table(params: Params, data_dir: Path, sources: SourcePolicy) -> dict[
     p, t = params.data, params.tabular
     source = redact_source(t.source)  # what is recorded: the manifest, MLflow's dataset_source, the pin's name
     frame = read_source(t.source, sources)
+    numbering = [c for c in tabular.row_number_columns(frame) if c not in (t.target, *t.drop)]
+    if numbering:
+        log.info("dropping %s: it only numbers the rows", ", ".join(repr(c) for c in numbering))
+        frame = frame.drop(columns=numbering)
     inferred = tabular.infer_schema(frame, t)
     pin = data_dir / "schemas" / f"{_slug(source)}--{_slug(t.target)}.json"
     schema = inferred
@@ -91,8 +95,14 @@ def ingest_table(params: Params, data_dir: Path, sources: SourcePolicy) -> dict[
         schema = tabular.Schema.from_dict(json.loads(pin.read_text()))
         tabular.check_compatible(schema, inferred)
         log.info("enforcing the schema pinned at %s", pin)
+    frame, unlabelled = tabular.drop_unlabelled(frame, schema)
+    if unlabelled:
+        log.info("dropped %d rows whose target '%s' is missing", unlabelled, schema.target)
     X, y = tabular.enforce_schema(frame, schema)
     report = tabular.validate_table(X, y, schema, p.min_samples_per_class, p.max_class_imbalance)
+    report["dropped_missing_target"] = unlabelled
+    report["dropped_row_number_columns"] = numbering
+    report["missing_cells"] = {c: int(n) for c, n in X.isna().sum().items() if n}
     if t.pin_schema and not pin.exists():
         pin.parent.mkdir(parents=True, exist_ok=True)
         pin.write_text(json.dumps(schema.to_dict(), indent=2))

@@ -34,11 +34,11 @@ def feature_psi(profile: dict[str, Any], X: np.ndarray) -> list[float]:
 
 def column_psi(profile: dict[str, Any], rows: list[dict[str, Any]]) -> list[float]:
     """PSI of every column of a tabular profile: numeric on its quantile bins, categorical on category shares."""
-    from model.tabular import current_counts
+    from model.tabular import current_counts, reference_counts
 
     values = []
     for column in profile["columns"]:
-        reference = np.asarray([*column["counts"], *([0] if column["kind"] == "categorical" else [])])
+        reference = reference_counts(column)
         current = current_counts(column, [row.get(column["name"]) for row in rows])
         values.append(round(psi(reference, current), 6))
     return values

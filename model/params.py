@@ -34,6 +34,9 @@ class TabularParams(BaseModel):
     categories: dict[str, list[str]] = Field(default_factory=dict)  # allowed values per column
     max_categories: int = Field(default=50, ge=2)
     pin_schema: bool = True  # keep the first inferred schema and enforce it on later data
+    # missing cells ('', NA, N/A, NaN, null, None, ...): imputed inside the Pipeline, or refused as before
+    missing: Literal["impute", "refuse"] = "impute"
+    max_missing_share: float = Field(default=0.5, ge=0.0, le=1.0)  # a column missing more often is refused
 
 
 class TrainParams(BaseModel):

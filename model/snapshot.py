@@ -104,7 +104,9 @@ def _write_table(path: Path, data: Dataset) -> None:
 def _read_table(path: Path) -> Dataset:
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    from model.tabular import with_nan
+
+    frame = with_nan(pd.read_parquet(path))
     y = frame.pop(_TARGET).to_numpy()
     if y.dtype == object and all(isinstance(v, int) for v in y):
         y = y.astype(np.int64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -29,6 +31,14 @@ NUMERIC: Literal["numeric"] = "numeric"
 CATEGORICAL: Literal["categorical"] = "categorical"
 _NUMERIC_SHARE = 0.9  # a column is numeric when at least this share of its values parse as numbers
 _EXAMPLES = ("example:wine",)
+# What pandas reads as missing by default, compared case-insensitively after stripping blanks.
+MISSING_MARKERS = frozenset(
+    m.lower()
+    for m in ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+              "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+)  # fmt: skip
+MISSING_CATEGORY = "(missing)"  # what a missing categorical cell becomes inside the Pipeline
+IMPUTE: Literal["impute"] = "impute"
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class Column:
     max: float | None = None
     observed_min: float | None = None  # what the first data set held (form hints, not enforced)
     observed_max: float | None = None
+    missing_share: float = 0.0  # of the first data set's rows; above 0 the column may be null when served
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class Schema:
     target: str
     classes: list[Any]
     columns: list[Column] = field(default_factory=list)
+    missing: Literal["impute", "refuse"] = "refuse"  # models from before the policy have no imputer
+    id_columns: list[str] = field(default_factory=list)  # tabular.drop: kept beside batch results
 
     @property
     def names(self) -> list[str]:
@@ -60,12 +73,39 @@ class Schema:
     def categorical(self) -> list[str]:
         return [c.name for c in self.columns if c.kind == CATEGORICAL]
 
+    @property
+    def imputes(self) -> bool:
+        return self.missing == IMPUTE
+
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "classes": self.classes, "columns": [asdict(c) for c in self.columns]}
+        return {
+            "target": self.target,
+            "classes": self.classes,
+            "columns": [asdict(c) for c in self.columns],
+            "missing": self.missing,
+            "id_columns": self.id_columns,
+        }
 
     @staticmethod
     def from_dict(raw: dict[str, Any]) -> Schema:
-        return Schema(target=raw["target"], classes=list(raw["classes"]), columns=[Column(**c) for c in raw["columns"]])
+        return Schema(
+            target=raw["target"],
+            classes=list(raw["classes"]),
+            columns=[Column(**c) for c in raw["columns"]],
+            missing=raw.get("missing", "refuse"),
+            id_columns=list(raw.get("id_columns", [])),
+        )
+
+
+def with_nan(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing text cells as NaN (JSON and Parquet give None), which is what the Pipeline's imputers look for."""
+    return frame.apply(lambda col: col.where(col.notna(), np.nan) if col.dtype == object else col)
+
+
+def missing_mask(values: pd.Series) -> np.ndarray:
+    """Which cells are missing: null, or a marker such as '', NA, N/A, NaN, null or None."""
+    text = values.astype(str).str.strip().str.lower()
+    return (values.isna() | text.isin(MISSING_MARKERS)).to_numpy()
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -131,13 +171,21 @@ def infer_schema(frame: pd.DataFrame, params: TabularParams) -> Schema:
     if unknown:
         raise DataValidationError(f"params name columns that are not in the data: {unknown}")
     columns = []
+    labelled = ~missing_mask(frame[target]) if params.missing == IMPUTE else np.ones(len(frame), dtype=bool)
     for name in frame.columns:
         if name == target or name in params.drop:
             continue
         values = frame[name]
-        numbers = pd.to_numeric(values, errors="coerce")
-        present = values.astype(str).str.strip() != ""
-        numeric_share = float(numbers[present].notna().mean()) if present.any() else 0.0
+        absent = missing_mask(values)
+        share = float(absent[labelled].mean()) if labelled.any() else 0.0
+        if params.missing == IMPUTE and share > params.max_missing_share:
+            raise DataValidationError(
+                f"column '{name}' is missing in {share:.0%} of the rows, more than tabular.max_missing_share="
+                f"{params.max_missing_share:g}: list it under tabular.drop, or raise the share to impute it anyway"
+            )
+        present = values[~absent]
+        numbers = pd.to_numeric(present, errors="coerce")
+        numeric_share = float(numbers.notna().mean()) if len(present) else 0.0
         declared = params.ranges.get(name)
         is_numeric = name in params.numeric or (name not in params.categorical and numeric_share >= _NUMERIC_SHARE)
         if is_numeric and values.dtype != bool:
@@ -150,21 +198,50 @@ def infer_schema(frame: pd.DataFrame, params: TabularParams) -> Schema:
                     max=declared[1] if declared else None,
                     observed_min=float(finite.min()) if len(finite) else None,
                     observed_max=float(finite.max()) if len(finite) else None,
+                    missing_share=round(share, 6),
                 )
             )
             continue
         allowed = params.categories.get(name)
-        seen = sorted({str(v).strip() for v in values if str(v).strip() != ""})
+        seen = sorted({str(v).strip() for v in present})
         if allowed is None and name not in params.categorical and len(seen) > params.max_categories:
             raise DataValidationError(
                 f"column '{name}' has {len(seen)} distinct values, more than max_categories={params.max_categories}: "
                 "if it is an identifier, list it under tabular.drop; if it is numeric, under tabular.numeric"
             )
-        columns.append(Column(name=str(name), kind=CATEGORICAL, categories=[str(c) for c in (allowed or seen)]))
+        columns.append(
+            Column(
+                name=str(name),
+                kind=CATEGORICAL,
+                categories=[str(c) for c in (allowed or seen)],
+                missing_share=round(share, 6),
+            )
+        )
     if not columns:
         raise DataValidationError("the data has no feature columns besides the target")
-    classes = sorted({_label(v) for v in frame[target] if str(v).strip() != ""}, key=_sort_key)
-    return Schema(target=target, classes=classes, columns=columns)
+    classes = sorted({_label(v) for v in frame[target][labelled] if str(v).strip() != ""}, key=_sort_key)
+    return Schema(target=target, classes=classes, columns=columns, missing=params.missing, id_columns=list(params.drop))
+
+
+def row_number_columns(frame: pd.DataFrame) -> list[str]:
+    """Unnamed columns that only number the rows (R's write.csv, pandas' to_csv): never features."""
+    found = []
+    for name in frame.columns:
+        if not re.fullmatch(r"(Unnamed: \d+|rownames|)", str(name)):
+            continue
+        numbers = pd.to_numeric(frame[name], errors="coerce").to_numpy()
+        steps = np.diff(numbers)
+        if len(numbers) and not np.isnan(numbers).any() and numbers[0] in (0, 1) and (steps == 1).all():
+            found.append(str(name))
+    return found
+
+
+def drop_unlabelled(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, int]:
+    """Rows whose target is missing cannot be learnt from: dropped (and counted) when imputing."""
+    if not schema.imputes or schema.target not in frame.columns:
+        return frame, 0
+    unlabelled = missing_mask(frame[schema.target])
+    return frame[~unlabelled].reset_index(drop=True), int(unlabelled.sum())
 
 
 def enforce_schema(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
@@ -176,10 +253,9 @@ def enforce_schema(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, n
         raise DataValidationError(f"the target column '{schema.target}' is missing")
     X = enforce_features(frame, schema)
     labels = frame[schema.target]
-    label_text = labels.astype(str).str.strip()
-    empty = np.flatnonzero((label_text == "").to_numpy())
+    empty = np.flatnonzero(missing_mask(labels))
     if empty.size:
-        raise _row_error(schema.target, int(empty[0]), "is empty (it is the target)", empty.size)
+        raise _row_error(schema.target, int(empty[0]), "is missing (it is the target)", empty.size)
     y = np.array([_label(v) for v in labels], dtype=object)
     unknown = np.flatnonzero(~np.isin(y.astype(str), [str(c) for c in schema.classes]))
     if unknown.size:
@@ -194,26 +270,37 @@ def enforce_schema(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, n
     return X, y
 
 
-def enforce_features(frame: pd.DataFrame, schema: Schema, strict_categories: bool = True) -> pd.DataFrame:
+def enforce_features(
+    frame: pd.DataFrame, schema: Schema, strict_categories: bool = True, training: bool = True
+) -> pd.DataFrame:
     """The schema's feature columns, typed, in order; other columns (a target, an id) are ignored.
 
-    Scoring passes strict_categories=False: the one-hot encoder ignores a category it never saw.
+    Missing cells become NaN for the Pipeline's imputers when the schema imputes: in any column while
+    training, and when scoring only in columns that were missing in the training data. Scoring passes
+    strict_categories=False and training=False: the one-hot encoder ignores a category it never saw.
     """
-    missing = [name for name in schema.names if name not in frame.columns]
-    if missing:
-        raise DataValidationError(f"columns {missing} are missing (the schema expects {schema.names})")
+    absent_columns = [name for name in schema.names if name not in frame.columns]
+    if absent_columns:
+        raise DataValidationError(f"columns {absent_columns} are missing (the schema expects {schema.names})")
     if len(frame) == 0:
         raise DataValidationError("the data has a header but no rows")
     out: dict[str, Any] = {}
     for column in schema.columns:
         values = frame[column.name]
         text = values.astype(str).str.strip()
-        empty = np.flatnonzero((text == "").to_numpy() | values.isna().to_numpy())
-        if empty.size:
-            raise _row_error(column.name, int(empty[0]), "is empty; fill it in or drop the row", empty.size)
+        absent = missing_mask(values)
+        allowed_missing = schema.imputes and (training or column.missing_share > 0)
+        empty = np.flatnonzero(absent)
+        if empty.size and not allowed_missing:
+            advice = (
+                "this column was never missing in the training data; fill it in"
+                if schema.imputes
+                else "fill it in or drop the row (or set tabular.missing: impute)"
+            )
+            raise _row_error(column.name, int(empty[0]), f"is missing; {advice}", empty.size)
         if column.kind == NUMERIC:
-            numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
-            bad = np.flatnonzero(~np.isfinite(numbers.to_numpy()))
+            numbers = pd.to_numeric(values.where(~absent), errors="coerce").astype(np.float64)
+            bad = np.flatnonzero(~np.isfinite(numbers.to_numpy()) & ~absent)
             if bad.size:
                 raise _row_error(column.name, int(bad[0]), f"is {_shown(text.iloc[bad[0]])}, not a number", bad.size)
             for bound, outside in (
@@ -231,7 +318,8 @@ def enforce_features(frame: pd.DataFrame, schema: Schema, strict_categories: boo
             out[column.name] = numbers.to_numpy()
         else:
             allowed = set(column.categories or [])
-            bad = np.flatnonzero(~text.isin(allowed).to_numpy()) if strict_categories else np.empty(0, dtype=int)
+            unknown = ~text.isin(allowed).to_numpy() & ~absent
+            bad = np.flatnonzero(unknown) if strict_categories else np.empty(0, dtype=int)
             if bad.size:
                 raise _row_error(
                     column.name,
@@ -240,7 +328,9 @@ def enforce_features(frame: pd.DataFrame, schema: Schema, strict_categories: boo
                     "(add it under tabular.categories in params.yaml, or delete the pinned schema to re-infer it)",
                     bad.size,
                 )
-            out[column.name] = text.to_numpy(dtype=object)
+            categories = text.to_numpy(dtype=object)
+            categories[absent] = np.nan
+            out[column.name] = categories
     return pd.DataFrame(out, columns=schema.names)
 
 
@@ -277,7 +367,7 @@ def validate_table(
     imbalance = max(counts.values()) / min(counts.values())
     if imbalance > max_imbalance:
         raise DataValidationError(f"class imbalance {imbalance:.1f} exceeds {max_imbalance:g} (counts: {counts})")
-    keyed = X.astype(str).agg("|".join, axis=1)
+    keyed = X.astype(object).where(X.notna(), "<missing>").astype(str).agg("|".join, axis=1)
     labels_per_row = pd.Series(y.astype(str)).groupby(keyed.to_numpy()).nunique()
     conflicting = int((labels_per_row > 1).sum())
     if conflicting:
@@ -303,15 +393,27 @@ def table_hash(X: pd.DataFrame, y: np.ndarray) -> str:
 
 
 def build_preprocessor(schema: Schema) -> ColumnTransformer:
-    """Scaling for numeric columns, one-hot for categorical ones (unknown categories ignored)."""
+    """Scaling for numeric columns, one-hot for categorical ones (unknown categories ignored).
+
+    When the schema imputes, missing numbers become the column's median, with an indicator column for
+    each column that had missing values in training, and a missing category becomes MISSING_CATEGORY,
+    a category of its own. Imputing inside the Pipeline keeps training and serving the same.
+    """
     transformers: list[tuple[str, Any, list[str]]] = []
+    categories = [c.categories or [] for c in schema.columns if c.kind == CATEGORICAL]
     if schema.numeric:
-        transformers.append(("numeric", StandardScaler(), schema.numeric))
+        numeric: Any = StandardScaler()
+        if schema.imputes:
+            numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", numeric)])
+        transformers.append(("numeric", numeric, schema.numeric))
     if schema.categorical:
-        encoder = OneHotEncoder(
-            categories=[c.categories for c in schema.columns if c.kind == CATEGORICAL], handle_unknown="ignore"
-        )
-        transformers.append(("categorical", encoder, schema.categorical))
+        if schema.imputes:
+            encoder = OneHotEncoder(categories=[[*c, MISSING_CATEGORY] for c in categories], handle_unknown="ignore")
+            fill = SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY)
+            transformers.append(("categorical", Pipeline([("impute", fill), ("encode", encoder)]), schema.categorical))
+        else:
+            encoder = OneHotEncoder(categories=categories, handle_unknown="ignore")
+            transformers.append(("categorical", encoder, schema.categorical))
     return ColumnTransformer(transformers)
 
 
@@ -325,13 +427,21 @@ def reference_profile(X: pd.DataFrame, y: np.ndarray, schema: Schema, bins: int)
     columns = []
     for column in schema.columns:
         values = X[column.name]
+        missing = int(values.isna().sum())
         if column.kind == NUMERIC:
-            edges = np.unique(np.quantile(values.to_numpy(dtype=np.float64), np.linspace(0, 1, bins + 1)))
+            present = values.dropna().to_numpy(dtype=np.float64)
+            edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1))) if present.size else np.zeros(1)
             if edges.size < 2:
                 edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-            counts = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
+            counts = np.histogram(np.clip(present, edges[0], edges[-1]), bins=edges)[0]
             columns.append(
-                {"name": column.name, "kind": NUMERIC, "bin_edges": edges.tolist(), "counts": counts.tolist()}
+                {
+                    "name": column.name,
+                    "kind": NUMERIC,
+                    "bin_edges": edges.tolist(),
+                    "counts": counts.tolist(),
+                    "missing": missing,  # drift watches the missing share as one more bin
+                }
             )
         else:
             categories = list(column.categories or [])
@@ -342,6 +452,7 @@ def reference_profile(X: pd.DataFrame, y: np.ndarray, schema: Schema, bins: int)
                     "kind": CATEGORICAL,
                     "categories": categories,
                     "counts": [int(shares.get(c, 0)) for c in categories],
+                    "missing": missing,
                 }
             )
     return {
@@ -353,18 +464,29 @@ def reference_profile(X: pd.DataFrame, y: np.ndarray, schema: Schema, bins: int)
     }
 
 
+def reference_counts(column: dict[str, Any]) -> np.ndarray:
+    """A profile column's counts in the layout of current_counts."""
+    counts = [*column["counts"], *([0] if column["kind"] == CATEGORICAL else [])]
+    if "missing" in column:
+        counts.append(column["missing"])
+    return np.asarray(counts, dtype=np.float64)
+
+
 def current_counts(column: dict[str, Any], values: list[Any]) -> np.ndarray:
-    """Counts of served values over a profile column's bins (numeric) or categories (plus one for unseen)."""
+    """Counts of served values over a profile column's bins (numeric) or categories (plus one for unseen),
+    then missing values (null), when the profile counts them."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    missing = [len(values) - len(present)] if "missing" in column else []
     if column["kind"] == NUMERIC:
         edges = np.asarray(column["bin_edges"], dtype=np.float64)
-        numbers = np.asarray([v for v in values if isinstance(v, int | float) and math.isfinite(v)], dtype=np.float64)
-        return np.histogram(np.clip(numbers, edges[0], edges[-1]), bins=edges)[0]
+        numbers = np.asarray([v for v in present if isinstance(v, int | float) and math.isfinite(v)], dtype=np.float64)
+        return np.asarray([*np.histogram(np.clip(numbers, edges[0], edges[-1]), bins=edges)[0], *missing])
     categories = column["categories"]
     index = {c: i for i, c in enumerate(categories)}
     counts = np.zeros(len(categories) + 1)
-    for value in values:
+    for value in present:
         counts[index.get(str(value), len(categories))] += 1
-    return counts
+    return np.asarray([*counts, *missing])
 
 
 # -- helpers --------------------------------------------------------------------------------------

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from flask import Flask
 
 from app import create_app, shutdown
 from model import tabular
@@ -40,23 +43,27 @@ def params_file(path, **sections) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def wine_env(servers, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tabular")
-    env = {
+def table_env(root: Path, servers, model: str, db: str, params: str) -> dict[str, str]:
+    """The environment a user's .env gives the DAG tasks for a table kept in `root`."""
+    return {
         "MONGO_URI": servers.mongo.url,
-        "MONGO_DB": DB,
+        "MONGO_DB": db,
         "MLFLOW_TRACKING_URI": servers.mlflow.url,
-        "MODEL_NAME": MODEL,
-        "EXPERIMENT_NAME": MODEL,
+        "MODEL_NAME": model,
+        "EXPERIMENT_NAME": model,
         "DATA_DIR": str(root / "data"),
         "DATA_SOURCE_DIR": str(root),
         "MODEL_CACHE_DIR": str(root / "cache"),
-        "PARAMS_PATH": params_file(root / "params.yaml", **TABULAR),
+        "PARAMS_PATH": params,
         "BATCHES_DIR": str(root / "batches"),  # the app's and the workers' batch store, as one .env gives both
     }
+
+
+@pytest.fixture(scope="module")
+def wine_env(servers, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tabular")
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
+        for key, value in table_env(root, servers, MODEL, DB, params_file(root / "params.yaml", **TABULAR)).items():
             patch.setenv(key, value)
         yield root
 
@@ -71,15 +78,24 @@ def wine_champion(dagbag, wine_env, servers):
     return champion
 
 
-@pytest.fixture
-def wine_app(servers, wine_champion, wine_env, tmp_path):
-    application = create_app(app_settings(servers, tmp_path, MODEL, DB, batches_dir=wine_env / "batches"))
-    wait_for(lambda: application.extensions["models"].current is not None, message="the wine champion to load")
+@contextmanager
+def batch_app(servers, tmp: Path, model: str, db: str, batches: Path) -> Iterator[Flask]:
+    """The app serving `model`'s champion, its batch runs recorded in extensions["triggered"], not started."""
+    application = create_app(app_settings(servers, tmp, model, db, batches_dir=batches))
+    wait_for(lambda: application.extensions["models"].current is not None, message=f"the {model} champion to load")
     triggered: list[dict] = []
     application.extensions["batch_trigger"] = lambda conf, run_id: triggered.append(conf) or run_id
     application.extensions["triggered"] = triggered
-    yield application
-    shutdown(application)
+    try:
+        yield application
+    finally:
+        shutdown(application)
+
+
+@pytest.fixture
+def wine_app(servers, wine_champion, wine_env, tmp_path):
+    with batch_app(servers, tmp_path, MODEL, DB, wine_env / "batches") as application:
+        yield application
 
 
 def rows(n: int, seed: int = 0) -> pd.DataFrame:

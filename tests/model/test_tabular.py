@@ -69,7 +69,6 @@ def raw(wine: pd.DataFrame) -> pd.DataFrame:
     ("column", "value", "expected"),
     [
         ("alcohol", "abc", r"row 17 \(file line 18\), column 'alcohol': value is 'abc', not a number"),
-        ("alcohol", "", r"row 17 \(file line 18\), column 'alcohol': value is empty"),
         ("region", "west", r"row 17 \(file line 18\), column 'region': value is 'west', not one of the allowed"),
         ("cultivar", "merlot", r"row 17 \(file line 18\), column 'cultivar': value is 'merlot', not one of"),
     ],
