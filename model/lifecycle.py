@@ -20,7 +20,14 @@ from pymongo.database import Database
 from model import data as datasets
 from model import provenance, tabular
 from model.errors import DataValidationError, NothingToRollBack
-from model.evaluate import Metrics, behavioural_checks, evaluate, table_behavioural_checks
+from model.evaluate import (
+    Metrics,
+    baseline_metrics,
+    behavioural_checks,
+    evaluate,
+    gate_metric,
+    table_behavioural_checks,
+)
 from model.params import Params
 from model.promotion import decide_promotion
 from model.registry import (
@@ -236,6 +243,8 @@ def validate_and_promote(
         log.warning("version %s %s", version, reason)
         return {"version": version, "outcome": "rejected", "reason": reason}
     challenger_metrics = evaluate(challenger, snap.holdout.X, snap.holdout.y, labels)
+    metric = gate_metric(params.promotion.metric, snap.train.y)
+    baseline = baseline_metrics(snap.train.X, snap.train.y, snap.holdout.X, snap.holdout.y, labels)
     if snap.schema is None:
         behaviour = behavioural_checks(
             challenger, snap.holdout.X[:EXAMPLE_ROWS], snap.holdout.X, snap.holdout.y, params.promotion.max_shift_drop
@@ -262,7 +271,7 @@ def validate_and_promote(
         except provenance.ProvenanceError as exc:  # judged against the floor alone, and said so
             unverified = f" (the champion was not compared: {exc})"
             log.warning("champion not loaded: %s", exc)
-    decision = decide_promotion(challenger_metrics, champion_metrics, behaviour, params.promotion)
+    decision = decide_promotion(challenger_metrics, champion_metrics, behaviour, params.promotion, baseline, metric)
     if unverified:
         decision = type(decision)(decision.promote, decision.reason + unverified)
     if champion_info is not None and champion_info.version == version:
@@ -275,6 +284,8 @@ def validate_and_promote(
         "dataset_hash": snap.hash,
         "challenger_metrics": challenger_metrics.flat(),
         "champion_metrics": champion_metrics.flat() if champion_metrics else None,
+        "baseline_metrics": baseline.flat(),
+        "metric": metric,
         "behaviour": behaviour,
         "thresholds": params.promotion.model_dump(),
         "outcome": outcome,
@@ -289,6 +300,9 @@ def validate_and_promote(
             "validation_dataset_hash": snap.hash,
             "validation_accuracy": challenger_metrics.accuracy,
             "validation_champion_accuracy": champion_metrics.accuracy if champion_metrics else None,
+            "validation_metric": metric,
+            "validation_score": challenger_metrics.score(metric),
+            "validation_baseline_score": baseline.score(metric),
             "validation_thresholds": params.promotion.model_dump(),
             provenance.DIGEST_TAG: files,
         },

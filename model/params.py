@@ -46,8 +46,15 @@ class TrainParams(BaseModel):
 
 
 class PromotionParams(BaseModel):
-    min_accuracy: float = 0.95
-    max_regression: float = 0.005
+    """The gate. It needs no number guessed for a new table: a challenger must beat the majority-class
+    baseline on the same holdout by `min_lift`, and the champion within `max_regression`."""
+
+    # auto: accuracy, or balanced accuracy (which a majority-class model cannot pass) when the classes
+    # are imbalanced; roc_auc is one-vs-rest for more than two classes
+    metric: Literal["auto", "accuracy", "balanced_accuracy", "macro_f1", "roc_auc"] = "auto"
+    min_lift: float = Field(default=0.05, ge=0.0)  # over the majority-class baseline, on `metric`
+    min_accuracy: float | None = None  # an absolute floor on `metric`, for those who want one
+    max_regression: float = 0.005  # a challenger may lose at most this much of `metric` to the champion
     max_shift_drop: float = 0.35
 
 

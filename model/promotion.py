@@ -19,15 +19,32 @@ def decide_promotion(
     champion: Metrics | None,
     behaviour: dict[str, object],
     params: PromotionParams,
+    baseline: Metrics | None = None,
+    metric: str = "accuracy",
 ) -> Decision:
-    """Promote when the challenger clears the floor, does not regress beyond tolerance, and behaves."""
+    """Promote when the challenger beats the majority-class baseline by `min_lift` (and the floor, if
+    one is set), does not lose more than `max_regression` to the champion, and behaves.
+
+    Every figure the decision used is in its reason, with the setting that would change it.
+    """
+    score = challenger.score(metric)
+    if score is None:
+        return Decision(False, f"rejected: holdout {metric} cannot be computed for this model (promotion.metric)")
     failures = []
-    if challenger.accuracy < params.min_accuracy:
-        failures.append(f"holdout accuracy {challenger.accuracy:.4f} is below the floor {params.min_accuracy:.4f}")
-    if champion is not None and challenger.accuracy < champion.accuracy - params.max_regression:
+    base = baseline.score(metric) if baseline is not None else None
+    if base is not None and score < base + params.min_lift:
         failures.append(
-            f"holdout accuracy {challenger.accuracy:.4f} loses more than {params.max_regression:.4f} "
-            f"to the champion's {champion.accuracy:.4f}"
+            f"holdout {metric} {score:.4f} does not beat the majority-class baseline's {base:.4f} by "
+            f"promotion.min_lift={params.min_lift:g}"
+        )
+    if params.min_accuracy is not None and score < params.min_accuracy:
+        floor = params.min_accuracy
+        failures.append(f"holdout {metric} {score:.4f} is below the floor promotion.min_accuracy={floor:g}")
+    best = champion.score(metric) if champion is not None else None
+    if best is not None and score < best - params.max_regression:
+        failures.append(
+            f"holdout {metric} {score:.4f} loses more than promotion.max_regression={params.max_regression:g} "
+            f"to the champion's {best:.4f}"
         )
     if not behaviour.get("predicts_example"):
         failures.append("it cannot predict its own input example")
@@ -37,12 +54,17 @@ def decide_promotion(
         failures.append(
             f"a one-pixel shift costs {behaviour.get('shift_accuracy_drop')} accuracy (allowed {params.max_shift_drop})"
         )
+    figures = f"model {score:.4f}, baseline {_or_none(base)}, floor {_or_none(params.min_accuracy)}"
     if failures:
-        return Decision(False, "rejected: " + "; ".join(failures))
-    if champion is None:
-        return Decision(True, f"promoted: first champion, holdout accuracy {challenger.accuracy:.4f}")
+        return Decision(False, "rejected: " + "; ".join(failures) + f" ({metric}: {figures})")
+    if best is None:
+        return Decision(True, f"promoted: first champion, holdout {metric} {score:.4f} ({figures})")
     return Decision(
         True,
-        f"promoted: holdout accuracy {challenger.accuracy:.4f} vs champion {champion.accuracy:.4f} "
-        f"(tolerance {params.max_regression:.4f})",
+        f"promoted: holdout {metric} {score:.4f} vs champion {best:.4f} "
+        f"(tolerance {params.max_regression:g}; {figures})",
     )
+
+
+def _or_none(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"

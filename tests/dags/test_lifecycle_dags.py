@@ -66,5 +66,5 @@ def test_asset_chain_promotes_then_rejects_a_worse_model(dagbag, platform_env, m
     assert registry.by_alias(CHAMPION).version == champion.version, "the champion stays"
     assert registry.version(rejected.version).tags["validation_outcome"] == "rejected"
     event = db.model_events.find_one({"version": rejected.version, "outcome": "rejected"})
-    assert event["outcome"] == "rejected" and "below the floor" in event["reason"]
+    assert event["outcome"] == "rejected" and "does not beat the majority-class baseline" in event["reason"]
     assert registry.by_alias(PREVIOUS) is None

@@ -66,3 +66,37 @@ def test_train_does_not_mutate_its_inputs():
     train(pipeline, X, y, augment_shifts=True)
     assert np.array_equal(X, data.X[:300]) and np.array_equal(y, data.y[:300])
     assert not hasattr(pipeline, "classes_"), "the template pipeline must stay unfitted"
+
+
+def test_the_default_gate_needs_no_floor_guessed_for_a_table():
+    """A real table where a good model reaches 0.79 and the majority class alone 0.72 (issue #20)."""
+    gate = PromotionParams()
+    baseline = metrics(0.72)
+    good = decide_promotion(metrics(0.79), None, GOOD, gate, baseline)
+    assert good.promote, good.reason
+    weak = decide_promotion(metrics(0.75), None, GOOD, gate, baseline)
+    assert not weak.promote
+    assert "does not beat the majority-class baseline's 0.7200 by promotion.min_lift=0.05" in weak.reason
+    assert "(accuracy: model 0.7500, baseline 0.7200, floor none)" in weak.reason
+    floored = decide_promotion(metrics(0.79), None, GOOD, gate.model_copy(update={"min_accuracy": 0.8}), baseline)
+    assert not floored.promote and "promotion.min_accuracy=0.8" in floored.reason
+
+
+def test_imbalanced_classes_are_judged_on_a_metric_the_majority_class_cannot_pass():
+    import importlib.resources
+
+    from model import tabular
+    from model.data import Dataset
+    from model.evaluate import baseline_metrics, gate_metric
+    from model.params import TabularParams
+
+    frame = tabular.read_table(str(importlib.resources.files("palmerpenguins") / "data" / "penguins.csv"))
+    schema = tabular.infer_schema(frame, TabularParams(target="island"))  # 168 / 124 / 52 rows
+    X, y = tabular.enforce_schema(frame, schema)
+    tr, ho = split(Dataset(X=X, y=y), 0.25, 0)
+    metric = gate_metric("auto", tr.y)
+    assert metric == "balanced_accuracy" and gate_metric("auto", load_digits_dataset().y) == "accuracy"
+    base = baseline_metrics(tr.X, tr.y, ho.X, ho.y, schema.classes)
+    assert base.accuracy > 0.4 and base.balanced_accuracy == pytest.approx(1 / 3, abs=0.01)
+    majority = decide_promotion(base, None, GOOD, PromotionParams(), base, metric)
+    assert not majority.promote and "balanced_accuracy" in majority.reason
