@@ -23,7 +23,7 @@ logs:
 	@tail -n 50 -F var/log/*.log
 
 rollback: install
-	@$(PY) -m model rollback
+	@$(PY) -m ops.rollback
 
 install: $(STAMP)
 
@@ -81,7 +81,7 @@ bench-pipeline: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy model app plugins ops
+	$(BIN)/mypy model app plugins ops config
 
 lock:
 	@test -x $(BIN)/uv || $(PY) -m pip install -q uv

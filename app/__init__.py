@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from plugins.mlops_platform.settings import Settings, registry_config
+from config.settings import Settings, registry_config
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from plugins.mlops_platform.dag_defaults import LIFECYCLE_ARGS, START_DATE
 def train_model() -> None:
     @task(outlets=[CANDIDATE_MODEL])
     def train() -> dict[str, Any]:
+        from config.settings import Settings
         from plugins.mlops_platform import tasks
-        from plugins.mlops_platform.settings import Settings
 
         context = get_current_context()
         snapshot = tasks.upstream(context, ("path",)) or tasks.latest_snapshot(Settings())

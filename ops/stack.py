@@ -18,10 +18,10 @@ from urllib.parse import urlparse
 
 import requests
 
+from config.settings import Settings
 from ops import services
+from ops.airflow_api import AirflowApi, AirflowApiError
 from ops.services import ROOT, Service, ServiceError
-from plugins.mlops_platform.airflow_api import AirflowApi, AirflowApiError
-from plugins.mlops_platform.settings import Settings
 
 VAR = ROOT / "var"
 RUN = VAR / "run"
@@ -69,9 +69,9 @@ def build(settings: Settings) -> dict[str, Service]:
 
 def check_remote_registry(settings: Settings) -> None:
     """Before starting anything: a remote MLflow must answer, accept our credentials, and have a registry."""
+    from config.settings import registry_config
     from model.errors import RegistryError
     from model.registry import connect
-    from plugins.mlops_platform.settings import registry_config
 
     config = registry_config(settings)
     try:
@@ -199,8 +199,8 @@ def status(settings: Settings) -> int:
 
 def ensure_champion(settings: Settings, timeout: float = 600) -> None:
     """If the registry has no champion, run ml_pipeline through Airflow's REST API and wait for it."""
+    from config.settings import registry_config
     from model.registry import CHAMPION, connect
-    from plugins.mlops_platform.settings import registry_config
 
     registry = connect(registry_config(settings))
     champion = registry.by_alias(CHAMPION)

@@ -141,7 +141,7 @@ def airflow_db() -> None:
 def dagbag(airflow_db: None):  # noqa: ANN201
     from airflow.dag_processing.dagbag import DagBag
 
-    from plugins.mlops_platform.settings import ROOT
+    from config.settings import ROOT
 
     return DagBag(dag_folder=str(ROOT / "dags"))
 
@@ -175,10 +175,10 @@ def registry_config_for(servers: Servers, model_name: str) -> RegistryConfig:
 @pytest.fixture(scope="session")
 def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> dict[str, object]:
     """A model `digits-app` with a promoted champion, trained once per session through model.lifecycle."""
+    from config.settings import ROOT
     from model import lifecycle
     from model.params import load_params
     from model.registry import connect
-    from plugins.mlops_platform.settings import ROOT
 
     registry = connect(registry_config_for(servers, "digits-app"))
     params = load_params(ROOT / "config" / "params.yaml")

@@ -30,7 +30,7 @@ def trigger_with_airflow(settings: Any) -> Any:
     """The default way to start a batch run: Airflow's REST API (tests pass their own callable)."""
 
     def trigger(conf: dict[str, Any], run_id: str) -> str:
-        from plugins.mlops_platform.airflow_api import AirflowApi
+        from ops.airflow_api import AirflowApi
 
         return AirflowApi(settings).trigger(DAG_ID, conf, run_id=run_id)
 
@@ -152,7 +152,7 @@ def _find(batch_id: str) -> dict[str, Any]:
 
 def _reconcile(doc: dict[str, Any]) -> dict[str, Any]:
     """A run that died without reporting (worker killed, callback lost) is read from Airflow."""
-    from plugins.mlops_platform.airflow_api import AirflowApi, AirflowApiError
+    from ops.airflow_api import AirflowApi, AirflowApiError
 
     try:
         state = AirflowApi(ext("settings")).run_state(doc["airflow_dag_id"], doc["airflow_run_id"])

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from config.settings import Settings
 from model import batch as batches
 from model import provenance
 from model.batch import batch_file
@@ -20,7 +21,6 @@ from model.statistics import rollup_increments
 from model.store import BATCHES, apply_rollups, insert_predictions, update_batch
 from model.tabular import Schema
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
-from plugins.mlops_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 5_000

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from plugins.mlops_platform.settings import Settings, registry_config
+from config.settings import Settings, registry_config
 
 if TYPE_CHECKING:
     from pymongo import MongoClient

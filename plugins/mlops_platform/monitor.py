@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import requests
 
+from config.settings import Settings
 from model import monitoring, provenance
 from model.params import load_params
 from model.registry import CHAMPION, EXAMPLE_PREDICTIONS_ARTIFACT, PROFILE_ARTIFACT
 from model.store import MONITORING_REPORTS, PREDICTIONS, id_floor, window_statistics
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
-from plugins.mlops_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 WINDOW = timedelta(hours=24)
@@ -216,7 +216,7 @@ def _metric_name(name: str) -> str:
 
 def retrain(settings: Settings) -> str:
     """Trigger ingest_data through Airflow's REST API, so feedback goes through training and the gate."""
-    from plugins.mlops_platform.airflow_api import AirflowApi
+    from ops.airflow_api import AirflowApi
 
     return AirflowApi(settings).trigger("ingest_data", {"reason": "monitor_platform alert"})
 

@@ -6,11 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from config.settings import Settings
 from model import lifecycle
 from model.errors import DataValidationError
 from model.params import Params, load_params
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
-from plugins.mlops_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app, shutdown
+from config.settings import Settings
 from model.features import features_to_image
-from plugins.mlops_platform.settings import Settings
 from tests.conftest import trust_champion
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

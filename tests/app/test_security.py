@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plugins.mlops_platform.settings import ROOT, Settings
+from config.settings import ROOT, Settings
 
 SECRET_PATTERNS = [
     re.compile(r"dhp_[A-Za-z0-9]{20,}"),  # DagsHub token

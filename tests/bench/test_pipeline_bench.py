@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from plugins.mlops_platform.settings import ROOT
+from config.settings import ROOT
 
 pytestmark = pytest.mark.bench
 

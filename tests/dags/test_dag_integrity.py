@@ -2,7 +2,7 @@
 
 import pytest
 
-from plugins.mlops_platform.settings import ROOT
+from config.settings import ROOT
 
 EXPECTED = {
     "ingest_data": {"ingest": set()},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from config.settings import ROOT
 from model.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
-from plugins.mlops_platform.settings import ROOT
 from tests.conftest import registry_config_for
 
 MODEL = "digits-dags"

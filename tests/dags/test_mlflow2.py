@@ -17,13 +17,13 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from config.settings import ROOT, Settings, registry_config
 from model import lifecycle
 from model.data import load_digits_dataset
 from model.errors import RegistryError
 from model.params import load_params
 from model.registry import CHAMPION, MONITORING_EXPERIMENT, PREVIOUS, Registry, RegistryConfig, connect
 from ops import services
-from plugins.mlops_platform.settings import ROOT, Settings, registry_config
 from tests.app.conftest import png_bytes
 from tests.conftest import MLFLOW2_PASSWORD, MLFLOW2_USER, start_ready_app
 
@@ -170,7 +170,7 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
     assert registry.by_alias(PREVIOUS).version == champion.version
     print(f"second {time.monotonic() - started:.1f}s")
     rollback = subprocess.run(
-        [str(services.BIN / "python"), "-m", "model", "rollback"],
+        [str(services.BIN / "python"), "-m", "ops.rollback"],
         env=services.base_env({**env2, "MLOPS_ENV_FILE": str(tmp_path / "no.env")}),
         cwd=ROOT,
         capture_output=True,

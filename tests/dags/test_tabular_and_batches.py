@@ -34,7 +34,7 @@ def params_file(path, **sections) -> str:
     """config/params.yaml with sections replaced: how a user points the platform at a table."""
     import yaml
 
-    from plugins.mlops_platform.settings import ROOT
+    from config.settings import ROOT
 
     raw = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())
     for section, value in sections.items():

@@ -18,11 +18,11 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from config.settings import Settings
 from model import lifecycle, provenance
 from model.registry import CHAMPION, Registry, RegistryConfig
 from ops import services
 from plugins.mlops_platform import monitor
-from plugins.mlops_platform.settings import Settings
 from tests.conftest import start_ready_app, vouch
 
 MODEL = "digits-provenance"

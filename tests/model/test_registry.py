@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from config.settings import Settings, registry_config
 from model import lifecycle
 from model.errors import NothingToRollBack, RegistryError
 from model.registry import CHAMPION, PREVIOUS, Registry, RegistryConfig, connect
 from ops import services
-from plugins.mlops_platform.settings import Settings, registry_config
 from tests.conftest import registry_config_for
 
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from plugins.mlops_platform.settings import ROOT
+from config.settings import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = {

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from model.registry import RegistryConfig
 from model.sources import SourcePolicy
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PLACEHOLDER = "change-me"
 # Tests point this elsewhere so a developer's .env cannot leak into them.
 ENV_FILE = os.environ.get("MLOPS_ENV_FILE", str(ROOT / ".env"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import requests
 
-from plugins.mlops_platform.settings import Settings
+from config.settings import Settings
 
 
 class AirflowApiError(RuntimeError):

@@ -1,4 +1,4 @@
-"""`python -m model rollback`: move `champion` back to `previous`, recorded like a promotion."""
+"""`python -m ops.rollback` (`make rollback`): move `champion` back to `previous`, recorded like a promotion."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from config.settings import Settings, registry_config
     from model import lifecycle
     from model.errors import ModelError
     from model.registry import connect
     from plugins.mlops_platform.hooks import PlatformMongoHook
-    from plugins.mlops_platform.settings import Settings, registry_config
 
-    parser = argparse.ArgumentParser(prog="python -m model")
-    parser.add_argument("command", choices=["rollback"])
+    parser = argparse.ArgumentParser(prog="python -m ops.rollback", description=__doc__)
     parser.parse_args(argv)
     settings = Settings()
     try:

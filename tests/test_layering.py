@@ -1,0 +1,68 @@
+"""The layering ARCHITECTURE.md states, checked on the source (imports read with ast, not by running)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from config.settings import ROOT
+
+# package -> top-level packages it must never import
+FORBIDDEN = {
+    "model": {"app", "plugins", "config", "ops", "dags", "airflow", "flask"},
+    "app": {"plugins", "dags", "airflow"},
+    "config": {"app", "plugins", "dags", "ops"},
+    "plugins": {"app", "dags"},
+}
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted(p for p in (ROOT / package).rglob("*.py") if ".venv" not in p.parts)
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_packages_import_only_downwards(package):
+    wrong = {
+        str(path.relative_to(ROOT)): sorted(_imports(path) & FORBIDDEN[package])
+        for path in _modules(package)
+        if _imports(path) & FORBIDDEN[package]
+    }
+    assert not wrong, wrong
+
+
+def test_model_never_reads_the_environment():
+    """model/ is handed its configuration; only the settings (config/) read the environment."""
+    readers = []
+    for path in _modules("model"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            call = isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.getenv", "os.environ.get")
+            load = (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.ctx, ast.Load)
+                and ast.unparse(node.value) == "os.environ"
+            )
+            if call or load:
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not readers, readers
+
+
+def test_airflow_imports_none_of_our_helpers_as_bare_modules():
+    """Airflow's plugin loader imports every .py it finds in plugins/ as a top-level module by its bare
+    name (`tasks`, `hooks`, ...); plugins/.airflowignore leaves it nothing to import."""
+    from airflow._shared.module_loading import find_path_from_directory
+
+    found = [p for p in find_path_from_directory(str(ROOT / "plugins"), ".airflowignore", "glob") if p.endswith(".py")]
+    assert found == []
+    assert any(p.endswith(".py") for p in find_path_from_directory(str(ROOT / "plugins"), ".nothing", "glob"))
