@@ -43,8 +43,9 @@ from pymongo import ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from model.ids import time_ordered_ids
 from model.statistics import merge_increments, rollup_increments
-from model.store import FEEDBACK, PREDICTIONS, ROLLUPS, apply_rollups, insert_predictions, time_ordered_ids
+from model.store import FEEDBACK, PREDICTIONS, ROLLUPS, apply_rollups, insert_predictions
 
 log = logging.getLogger(__name__)
 

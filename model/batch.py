@@ -16,7 +16,7 @@ import pandas as pd
 from model.data import IMAGE_SUFFIXES
 from model.errors import DataValidationError, ImageError
 from model.features import decode_image, image_to_features
-from model.store import derived_ids
+from model.ids import derived_ids
 from model.tabular import Schema, enforce_features, read_table
 
 _BATCH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -22,8 +22,9 @@ from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse
 from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
 from app.records import encode_rows
+from model.ids import time_ordered_ids
 from model.statistics import request_increments
-from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, time_ordered_ids, window_statistics
+from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
 
 bp = Blueprint("api", __name__)
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

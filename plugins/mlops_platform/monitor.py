@@ -14,9 +14,10 @@ import requests
 
 from config.settings import Settings
 from model import monitoring, provenance
+from model.ids import id_floor
 from model.params import load_params
 from model.registry import CHAMPION, EXAMPLE_PREDICTIONS_ARTIFACT, PROFILE_ARTIFACT
-from model.store import MONITORING_REPORTS, PREDICTIONS, id_floor, window_statistics
+from model.store import MONITORING_REPORTS, PREDICTIONS, window_statistics
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.prediction_log import PredictionLog
-from model.store import time_ordered_ids
+from model.ids import time_ordered_ids
 from tests.app.conftest import app_settings, b64, png_bytes, wait_for
 from tests.app.test_prediction_log import records
 from tests.conftest import trust_champion

@@ -17,8 +17,9 @@ from pymongo import MongoClient
 
 from app import prediction_log
 from app.prediction_log import HOST, Journal, LogUnavailable, Outbox, PredictionLog, entry
+from model.ids import time_ordered_ids
 from model.statistics import rollup_increments
-from model.store import ROLLUPS, apply_rollups, time_ordered_ids, window_statistics
+from model.store import ROLLUPS, apply_rollups, window_statistics
 from ops import services
 from tests.app.conftest import wait_for
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from app.prediction_log import _wrap
 from app.records import encode_rows
-from model.store import time_ordered_ids
+from model.ids import time_ordered_ids
 
 
 def test_encoded_rows_equal_bson_encode_per_record():

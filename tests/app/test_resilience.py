@@ -10,8 +10,9 @@ from mlflow import MlflowClient
 from app import create_app, shutdown
 from app.prediction_log import PredictionLog
 from model.data import load_digits_dataset
+from model.ids import time_ordered_ids
 from model.registry import CHAMPION
-from model.store import time_ordered_ids, window_statistics
+from model.store import window_statistics
 from ops import services
 from tests.app.conftest import ADMIN_TOKEN, app_settings, wait_for
 from tests.conftest import trust_champion, vouch

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from model.data import load_digits_dataset, split
+from model.ids import _uuid7, derived_ids, id_floor, time_ordered_ids
 from model.params import TrainParams
 from model.serving import agrees, compile_predict_proba
-from model.store import _uuid7, derived_ids, id_floor, time_ordered_ids
 from model.train import build_pipeline, train
 
 
