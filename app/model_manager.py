@@ -64,6 +64,7 @@ class ModelManager:
         self.mlflow_ok: bool | None = None
         self.last_error: str | None = None
         self.last_check: str | None = None
+        self.last_check_at: float | None = None  # unix time, for /metrics
         self._registry: Registry | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -101,7 +102,8 @@ class ModelManager:
             try:
                 return self._refresh()
             finally:
-                self.last_check = datetime.now(UTC).isoformat()
+                self.last_check_at = time.time()
+                self.last_check = datetime.fromtimestamp(self.last_check_at, UTC).isoformat()
 
     def _refresh(self) -> dict[str, Any]:
         try:

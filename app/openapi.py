@@ -113,6 +113,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["status", "model", "mongodb", "mlflow"],
         "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]}},
     },
+    "Probe": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+    },
     "ModelInfo": {"type": "object", "required": ["name", "version"]},
     "Statistics": {"type": "object", "required": ["total", "errors", "per_label", "latency_ms"]},
     "Reload": {"type": "object", "required": ["changed"]},

@@ -304,8 +304,8 @@ def app(port: int, log: Path, env: dict[str, str] | None = None, workers: int = 
         ],
         url=f"http://127.0.0.1:{port}",
         log=log,
-        # /health answers 503 until a champion is loaded; the process is up once it answers at all
-        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/health", statuses=(200, 503)),
+        # the process is up once it is live; /readyz says when it can take traffic (a champion loaded)
+        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/livez"),
         env=env or {},
         start_timeout=120,  # imports alone took 60 s on a loaded 2-core machine
     )  # fmt: skip

@@ -243,6 +243,7 @@ def served_app(  # noqa: ANN201
         "BATCHES_DIR": str(root / "batches"),
         "LOG_FLUSH_SECONDS": "0.05",
         "APP_READ_TIMEOUT": "3",  # test_slow_clients waits for it
+        "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics"),  # test_metrics looks at whose files are there
     }
     service, proc = start_ready_app(root, env, workers=2)
     yield service

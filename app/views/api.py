@@ -14,7 +14,7 @@ from functools import wraps
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from pymongo.errors import PyMongoError
 
 from app.errors import ApiError, Forbidden, InvalidInput, NoModel, NotFound, Unauthorized
@@ -325,9 +325,40 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 # -- service state -----------------------------------------------------------------------------------
 
 
+@bp.get("/livez")
+@documented("Liveness: the process answers (for a probe that restarts a stuck process)", response="Probe")
+def livez() -> Response:
+    return jsonify(status="alive")
+
+
+@bp.get("/readyz")
+@documented(
+    "Readiness: 200 when a model is loaded, the log writer runs and the outbox is under its cap",
+    response="Probe",
+    errors=(503,),
+)
+def readyz() -> tuple[Response, int]:
+    reason = _not_ready_reason()
+    if reason:
+        return jsonify(status="not_ready", reason=reason), 503
+    return jsonify(status="ready"), 200
+
+
+def _not_ready_reason() -> str | None:
+    """Why this process should get no traffic now, or None: what /readyz and /health decide on."""
+    models, plog = ext("models"), ext("prediction_log")
+    if not plog.alive():
+        return "the prediction log writer is not running"
+    if models.current is None:
+        return models.last_error or "no champion model loaded yet"
+    if plog.outbox_bytes >= plog.max_outbox_bytes:
+        return "the outbox is at its cap (LOG_MAX_OUTBOX_BYTES): predictions would be refused"
+    return None
+
+
 @bp.get("/health")
 @documented(
-    "Liveness and readiness: 200 when a model is loaded and predictions can be recorded",
+    "The detailed state, for people: model, prediction log, registry; 200 exactly when /readyz is",
     response="Health",
     errors=(503,),
 )
@@ -335,11 +366,12 @@ def health() -> tuple[Response, int]:
     models, plog = ext("models"), ext("prediction_log")
     model = models.current
     writer = plog.alive()
-    ready = model is not None and writer
+    reason = _not_ready_reason()
+    ready = reason is None
     body = {
         "status": "ready" if ready else "not_ready",
         "model": {
-            "loaded": ready,
+            "loaded": model is not None,
             "name": model.name if model else ext("settings").model_name,
             "version": model.version if model else None,
             "from_cache": bool(model and model.info.get("from_cache")),
@@ -359,12 +391,8 @@ def health() -> tuple[Response, int]:
         },
         "mlflow": {"ok": models.mlflow_ok, "last_check": models.last_check},
     }
-    if not ready:
-        body["reason"] = (
-            "the prediction log writer is not running"
-            if not writer
-            else models.last_error or "no champion model loaded yet"
-        )
+    if reason is not None:
+        body["reason"] = reason
     return jsonify(body), 200 if ready else 503
 
 
@@ -438,13 +466,10 @@ def monitoring_latest() -> Response:
 
 
 @bp.get("/metrics")
-@documented("Prometheus metrics of this worker", response=None)
+@documented("Prometheus metrics of the whole service (every gunicorn worker)", response=None)
 def metrics() -> Response:
-    m, plog, models = ext("metrics"), ext("prediction_log"), ext("models")
-    m.queue_depth.set(plog.depth())
-    m.outbox_bytes.set(plog.outbox.pending())
-    if models.current is not None:
-        m.model_version.labels(models.current.name).set(float(models.current.version))
+    m = ext("metrics")
+    m.observe_state(ext("prediction_log"), ext("models"))
     return Response(m.render(), mimetype="text/plain; version=0.0.4")
 
 
@@ -460,8 +485,17 @@ def openapi() -> Response:
     return jsonify(openapi_document(current_app))
 
 
+@bp.before_app_request
+def _start_clock() -> None:
+    g.started = time.perf_counter()
+
+
 @bp.after_app_request
 def _count(response: Response) -> Response:
     if request.endpoint:
-        ext("metrics").requests.labels(request.endpoint, str(response.status_code)).inc()
+        m = ext("metrics")
+        route, status = request.endpoint, str(response.status_code)
+        m.requests.labels(route, status).inc()
+        m.request_seconds.labels(route, status).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        m.observe_state(ext("prediction_log"), ext("models"))
     return response

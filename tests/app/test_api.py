@@ -122,6 +122,20 @@ def test_health_ready(client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json["status"] == "ready" and response.json["mongodb"]["ok"] and response.json["mlflow"]["ok"]
+    assert client.get("/readyz").json == {"status": "ready"} and client.get("/livez").status_code == 200
+
+
+def test_readiness_follows_the_outbox_cap(client, app):
+    plog = app.extensions["prediction_log"]
+    cap = plog.max_outbox_bytes
+    try:
+        plog.max_outbox_bytes = plog.outbox_bytes  # as full as the cap: predictions would get 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "LOG_MAX_OUTBOX_BYTES" in ready.json["reason"]
+        assert client.get("/health").status_code == 503
+        assert client.get("/livez").status_code == 200, "full, but alive: no restart"
+    finally:
+        plog.max_outbox_bytes = cap
 
 
 def test_health_without_a_champion(servers, db, tmp_path):
@@ -134,6 +148,9 @@ def test_health_without_a_champion(servers, db, tmp_path):
         health = client.get("/health")
         assert health.status_code == 503
         assert "no 'champion' alias" in health.json["reason"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json["reason"] == health.json["reason"]
+        assert client.get("/livez").json == {"status": "alive"}
         predict = client.post("/predict", json={"instances": [DIGITS.X[0].tolist()]})
         assert predict.status_code == 503 and predict.json["error"] == "no_model"
     finally:
