@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, has_request_context, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from app.prediction_log import LogUnavailable
@@ -66,10 +67,32 @@ def from_image_error(exc: ImageError, field: str) -> ApiError:
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> tuple[Response, int]:
-    body: dict[str, object] = {"error": code, "message": message}
+    """An RFC 9457 problem (`application/problem+json`: type, title, status, detail, instance), with our
+    own `error` code, `message` and `field` kept as extension members for the clients that read them."""
+    body: dict[str, object] = {
+        "type": "about:blank",  # the status says what kind of problem it is; `error` refines it
+        "title": _title(status),
+        "status": status,
+        "detail": message,
+        "instance": request.path if has_request_context() else None,
+        "error": code,
+        "message": message,
+    }
     if field:
         body["field"] = field
-    return jsonify(body), status
+    response = jsonify(body)
+    response.mimetype = PROBLEM_JSON
+    return response, status
+
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def register_error_handlers(app: Flask) -> None:

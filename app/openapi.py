@@ -17,8 +17,18 @@ _FEEDBACK_TOKEN = {
 }
 _ERROR = {
     "type": "object",
-    "required": ["error", "message"],
-    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+    "description": "RFC 9457 problem details; error, message and field are extension members",
+    "required": ["type", "title", "status", "detail", "error", "message"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "nullable": True},
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": "string"},
+    },
 }
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": _ERROR,
@@ -203,9 +213,9 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             for status in (*spec["errors"], 400) if spec["request"] else spec["errors"]:
                 responses[str(status)] = {
                     "description": _DESCRIPTIONS[status],
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                 }
-            if rule.endpoint == "api.health":
+            if rule.endpoint in ("api.health", "api.readyz"):  # not ready is a state, not a problem
                 responses["503"]["content"] = ok.get("content", {})
             paths.setdefault(path, {})[method.lower()] = operation | {"responses": responses}
     return {

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     postgres_password: SecretStr | None = None
     mongo_root_password: SecretStr | None = None
 
+    # Airflow tasks: seconds before a failed task is tried again (monitoring waits three times this)
+    task_retry_delay_seconds: float = 10.0
+
     # monitoring
     retrain_on_alert: bool = False
     airflow_url: str = "http://127.0.0.1:8080"

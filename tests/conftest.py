@@ -24,6 +24,7 @@ _AIRFLOW_HOME = _SESSION_DIR / "airflow"
 os.environ.update(services.airflow_env(_AIRFLOW_HOME, services.free_port(), "admin", "admin-test-password"))
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["TASK_RETRY_DELAY_SECONDS"] = "1"  # retries are tested, their waiting need not be
 
 import pytest  # noqa: E402
 from pymongo import MongoClient  # noqa: E402

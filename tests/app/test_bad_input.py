@@ -57,6 +57,30 @@ def test_bad_predict_requests(client, name, kwargs, status, needle):
     body = response.json
     assert set(body) >= {"error", "message"}
     assert needle in body["message"] or needle == body["error"], body
+    assert response.mimetype == "application/problem+json"
+    assert body["status"] == status and body["detail"] == body["message"] and body["instance"] == "/predict"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("get", "/nope", {}, 404),
+        ("delete", "/predict", {}, 405),
+        ("post", "/admin/reload", {}, 401),
+        ("get", "/predictions/not-a-uuid", {}, 422),
+        ("post", "/predict", {"data": b"{", "content_type": "application/json"}, 400),
+        ("post", "/predict", {"data": b"x" * 20_000_000, "content_type": "application/json"}, 413),
+        ("get", "/statistics?window=forever", {}, 422),
+    ],
+)
+def test_every_error_is_a_problem_document(client, method, path, kwargs, status):
+    """RFC 9457 problem details, with our own error/message/field kept for existing clients (#18, item 4)."""
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    body = response.json
+    assert body["type"] == "about:blank" and body["status"] == status and body["title"]
+    assert body["detail"] == body["message"] and body["error"] and body["instance"] == path.split("?")[0]
 
 
 def test_animated_gif_is_classified_by_its_first_frame(client):
