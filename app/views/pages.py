@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, render_template
+import swagger_ui_bundle
+from flask import Blueprint, Response, current_app, render_template, send_from_directory
 
 bp = Blueprint("pages", __name__)
 
@@ -23,7 +24,13 @@ def stats() -> str:
 
 @bp.get("/docs")
 def docs() -> str:
+    """Swagger UI on /openapi.json, its files served from the swagger-ui-bundle package: no CDN."""
     return render_template("docs.html")
+
+
+@bp.get("/docs/ui/<path:name>")
+def swagger_ui(name: str) -> Response:
+    return send_from_directory(swagger_ui_bundle.swagger_ui_path, name, max_age=86_400)
 
 
 @bp.get("/favicon.ico")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
+@contextmanager
+def chromium():  # noqa: ANN201
     from playwright.sync_api import sync_playwright
 
-    digits = load_digits_dataset()
-    image = tmp_path / "seven.png"
-    index = int((digits.y == 7).nonzero()[0][0])
-    image.write_bytes(png_bytes(digits.X[index], scale=16))
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -32,27 +30,53 @@ def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
                   "--disable-sync", "--no-first-run"],
         )  # fmt: skip
         try:
-            page = browser.new_page()
-            page.goto(served_app.url + "/")
-            page.set_input_files("#file", str(image))
-            page.click("#upload-form button[type=submit]")
-            page.wait_for_selector("#predicted-label", timeout=15_000)
-            assert page.inner_text("#predicted-label") == "7"
-            assert page.inner_text("#model-version")
-            prediction_id = page.inner_text("#prediction-id")
-
-            # draw a "1": one vertical stroke
-            box = page.locator("#pad").bounding_box()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 30)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] - 30, steps=12)
-            page.mouse.up()
-            page.click("#classify-drawing")
-            page.wait_for_function(f"document.querySelector('#prediction-id').innerText !== '{prediction_id}'")
-            drawn = page.inner_text("#predicted-label")
-            page.screenshot(path=str(tmp_path / "page.png"))
+            yield browser
         finally:
             browser.close()
+
+
+def test_the_api_page_renders_every_operation_offline(served_app):
+    """Swagger UI from the installed package: every request the page makes goes to the app itself."""
+    import requests
+
+    paths = requests.get(f"{served_app.url}/openapi.json", timeout=5).json()["paths"]
+    elsewhere: list[str] = []
+    with chromium() as browser:
+        page = browser.new_page()
+        page.on("request", lambda r: None if r.url.startswith(served_app.url) else elsewhere.append(r.url))
+        page.goto(served_app.url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=15_000)
+        shown = set(page.locator(".opblock-summary-path").all_inner_texts())
+    assert {p.replace("\u200b", "") for p in shown} >= {"/predict", "/inference/image", "/predictions/{prediction_id}"}
+    assert len(shown) >= len(paths) - 2, (sorted(shown), sorted(paths))
+    assert elsewhere == [], "the page fetched something from outside the service"
+
+
+def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
+    digits = load_digits_dataset()
+    image = tmp_path / "seven.png"
+    index = int((digits.y == 7).nonzero()[0][0])
+    image.write_bytes(png_bytes(digits.X[index], scale=16))
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(served_app.url + "/")
+        page.set_input_files("#file", str(image))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("#predicted-label", timeout=15_000)
+        assert page.inner_text("#predicted-label") == "7"
+        assert page.inner_text("#model-version")
+        prediction_id = page.inner_text("#prediction-id")
+
+        # draw a "1": one vertical stroke
+        box = page.locator("#pad").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + 30)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] - 30, steps=12)
+        page.mouse.up()
+        page.click("#classify-drawing")
+        page.wait_for_function(f"document.querySelector('#prediction-id').innerText !== '{prediction_id}'")
+        drawn = page.inner_text("#predicted-label")
+        page.screenshot(path=str(tmp_path / "page.png"))
     assert drawn == "1", f"a vertical stroke was read as {drawn}"
     from tests.app.conftest import wait_for
 
