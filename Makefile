@@ -28,9 +28,10 @@ rollback: install
 install: $(STAMP)
 
 $(STAMP): requirements.txt
+	@echo "Installing the locked requirements into $(VENV) (the first time: 2-5 minutes, mostly compiling) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(PY) -m pip install -q uv
-	$(BIN)/uv pip install --python $(PY) -q --compile-bytecode -r requirements.txt
+	$(BIN)/uv pip install --python $(PY) --compile-bytecode -r requirements.txt
 	$(BIN)/uv pip check --python $(PY)
 	@touch $@
 

@@ -25,10 +25,13 @@ pytestmark = pytest.mark.faults
 ROW = load_digits_dataset().X[0].tolist()
 
 
+LOAD_THREADS = 4
+
+
 class Load:
     """A steady client load from `threads` threads; records every response."""
 
-    def __init__(self, url: str, threads: int = 4, pause: float = 0.005) -> None:
+    def __init__(self, url: str, threads: int = LOAD_THREADS, pause: float = 0.005) -> None:
         self.url = url
         self.ids: list[str] = []
         self.failed: list[str] = []
@@ -166,7 +169,9 @@ def test_gunicorn_worker_killed_under_load(servers, champion, own_mongo, tmp_pat
         services.stop_group(proc.pid)
     rate = len(load.failed) / max(load.sent, 1)
     print(f"\nworker SIGKILLed: {load.sent} requests, {len(load.failed)} failed ({rate:.3%}), {len(stored)} documents")
-    assert rate < 0.001, load.failed[:5]
+    # A gthread worker serves several kept-alive connections: killing it drops the request in flight on
+    # each of them, at most one per client, and never one that was answered.
+    assert len(load.failed) <= LOAD_THREADS and set(load.failed) <= {"ConnectionError"}, load.failed
     assert set(load.ids) <= set(stored) and len(stored) == len(set(stored))
 
 
