@@ -27,13 +27,17 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     from app.metrics import Metrics
     from app.model_manager import ModelManager
     from app.prediction_log import PredictionLog
+    from app.requests_log import configure_logging
+    from app.requests_log import install as install_request_log
     from app.views import api, batches, pages
 
     settings = settings or Settings()
     if overrides:
         settings = settings.model_copy(update=overrides)
 
+    configure_logging(settings.log_format)
     app = PlatformFlask(__name__)
+    install_request_log(app, settings.access_log)
     # Images are capped per file in the views; the whole body may hold a batch of rows.
     app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes * 2, settings.max_batch_rows * 64 * 12)
 

@@ -9,6 +9,7 @@ from flask import Flask, Response, has_request_context, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from app.prediction_log import LogUnavailable
+from app.requests_log import request_id
 from model.errors import BlankImage, ImageError, ImageTooLarge, UnreadableImage
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,6 @@ def _record_failure(status: int, code: str) -> None:
     plog = current_app.extensions.get("prediction_log")
     if plog is not None and request.endpoint and request.endpoint.startswith("api.predict"):
         try:
-            plog.record_error(
-                route=request.path, status=status, code=code, request_id=request.headers.get("X-Request-ID")
-            )
+            plog.record_error(route=request.path, status=status, code=code, request_id=request_id())
         except LogUnavailable:  # the error answer goes out all the same; the log says why it is missing
             log.warning("error record for %s not logged: the prediction log is unavailable", request.path)

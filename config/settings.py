@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     log_max_outbox_bytes: int = 1 << 30  # past this, predictions are refused with 503 log_unavailable
     log_batch_size: int = 2_000  # records per insert (the MongoDB-wire server's cost per record falls with size)
     prediction_ttl_days: int | None = None
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for a log pipeline
+    access_log: bool = True  # a line per request: method, path, status, duration, request id
     api_key: SecretStr | None = None
     admin_token: SecretStr = SecretStr(PLACEHOLDER)
 

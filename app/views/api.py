@@ -22,6 +22,7 @@ from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse
 from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
 from app.records import encode_rows
+from app.requests_log import request_id
 from model.ids import time_ordered_ids
 from model.statistics import request_increments
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
@@ -158,7 +159,7 @@ def _predict_and_log(
             "model_name": model.name,
             "model_version": model.version,
             "source": source,
-            "request_id": request.headers.get("X-Request-ID"),
+            "request_id": request_id(),
         }
         plog = ext("prediction_log")
         encoded = None

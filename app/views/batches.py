@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 
 from app.errors import ApiError, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMedia
 from app.openapi import documented
+from app.requests_log import request_id
 from app.views.api import UUID_PATTERN, ext, require_api_key, serving_model
 from model.batch import IMAGE_FORMATS, TABLE_FORMATS, batch_file
 from model.store import BATCHES, update_batch
@@ -86,7 +87,7 @@ def create_batch() -> tuple[Response, int]:
         "submitted_model_version": model.version,
         "airflow_dag_id": DAG_ID,
         "airflow_run_id": run_id,
-        "request_id": request.headers.get("X-Request-ID"),
+        "request_id": request_id(),
         "triggered_at": None,
         "trigger_attempts": 0,
         "next_attempt_at": now,
