@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
 
-from plugins.mlops_platform.assets import SNAPSHOT
+from plugins.mlops_platform.assets import RETRAIN_REQUEST, SNAPSHOT
 from plugins.mlops_platform.dag_defaults import LIFECYCLE_ARGS, START_DATE
 
 
 @dag(
     dag_id="ingest_data",
-    schedule="@daily",
+    # daily, and whenever monitoring asks for retraining (the retrain_request Asset)
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("@daily", timezone="UTC"), assets=[RETRAIN_REQUEST]),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -6,6 +6,7 @@ from typing import Any
 
 from airflow.sdk import TriggerRule, dag, task
 
+from plugins.mlops_platform.assets import RETRAIN_REQUEST
 from plugins.mlops_platform.dag_defaults import MONITORING_ARGS, START_DATE
 
 
@@ -24,8 +25,9 @@ from plugins.mlops_platform.dag_defaults import MONITORING_ARGS, START_DATE
     latency p95, feedback accuracy from MongoDB rollups), `drift` (PSI per feature against the
     champion's training profile, chi-square on predicted labels, low-confidence share).
     `report` logs everything to the MLflow experiment `monitoring` (one run per logical date) and
-    to MongoDB `monitoring_reports`; `decide` fails the run naming every breach and, with
-    `RETRAIN_ON_ALERT=true`, triggers `ingest_data`. Thresholds: `monitoring` in config/params.yaml.
+    to MongoDB `monitoring_reports`; with `RETRAIN_ON_ALERT=true` an alert emits the `retrain_request`
+    Asset, which `ingest_data` is scheduled on; `decide` fails the run naming every breach.
+    Thresholds: `monitoring` in config/params.yaml.
     """,
 )
 def monitor_platform() -> None:
@@ -65,6 +67,18 @@ def monitor_platform() -> None:
 
         return monitor.report_from_context()
 
+    @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[RETRAIN_REQUEST])
+    def request_retraining() -> None:
+        """On an alert with RETRAIN_ON_ALERT=true, an event on the asset ingest_data is scheduled on
+        (Airflow's own mechanism: no REST call, no password in a task); otherwise skipped, no event."""
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from plugins.mlops_platform import monitor
+
+        if not monitor.wants_retraining(get_current_context()["ti"].xcom_pull(task_ids="report")):
+            raise AirflowSkipException("no alert, or RETRAIN_ON_ALERT is off")
+
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def decide() -> dict[str, Any]:
         from airflow.sdk import get_current_context
@@ -74,7 +88,8 @@ def monitor_platform() -> None:
         return monitor.decide(get_current_context()["ti"].xcom_pull(task_ids="report"))
 
     summary = report()
-    [check_mlflow(), check_champion(), check_app(), statistics(), drift()] >> summary >> decide()
+    [check_mlflow(), check_champion(), check_app(), statistics(), drift()] >> summary
+    summary >> request_retraining() >> decide()
 
 
 monitor_platform()

@@ -215,11 +215,9 @@ def _metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_./ -]", "_", name)
 
 
-def retrain(settings: Settings) -> str:
-    """Trigger ingest_data through Airflow's REST API, so feedback goes through training and the gate."""
-    from ops.airflow_api import AirflowApi
-
-    return AirflowApi(settings).trigger("ingest_data", {"reason": "monitor_platform alert"})
+def wants_retraining(summary: dict[str, Any] | None) -> bool:
+    """Whether this run should ask for retraining: an alert, and RETRAIN_ON_ALERT=true."""
+    return bool(summary and summary["status"] == monitoring.ALERT and Settings().retrain_on_alert)
 
 
 def run_check(name: str, check: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:
@@ -253,7 +251,7 @@ def report_from_context() -> dict[str, Any]:
 
 
 def decide(summary: dict[str, Any] | None) -> dict[str, Any]:
-    """Fail naming every breached check; on alert, optionally trigger retraining first."""
+    """Fail naming every breached check (retraining, if wanted, was requested by the task before)."""
     from airflow.sdk.exceptions import AirflowFailException
 
     if summary is None:
@@ -262,8 +260,5 @@ def decide(summary: dict[str, Any] | None) -> dict[str, Any]:
         for warning in summary["warnings"]:
             log.warning("monitoring warning: %s", warning)
         return summary
-    settings = Settings()
-    note = ""
-    if settings.retrain_on_alert:
-        note = f" (retraining triggered: ingest_data run {retrain(settings)})"
+    note = " (retraining requested: the retrain_request asset starts ingest_data)" if wants_retraining(summary) else ""
     raise AirflowFailException("platform checks breached: " + " | ".join(summary["breaches"]) + note)

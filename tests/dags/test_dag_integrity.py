@@ -17,7 +17,8 @@ EXPECTED = {
         "statistics": set(),
         "drift": set(),
         "report": {"mlflow", "champion", "app", "statistics", "drift"},
-        "decide": {"report"},
+        "request_retraining": {"report"},
+        "decide": {"request_retraining"},
     },
 }
 

@@ -44,9 +44,20 @@ def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
+def retrain_events(run_id: str) -> int:
+    """Events on the retrain_request asset that a run of monitor_platform emitted."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(AssetEvent.source_run_id == run_id).all()
+        return sum(1 for e in events if e.uri == "file:///mlops/retrain_request")
+
+
 def test_monitor_passes_on_training_like_traffic_then_fails_on_drift(
-    dagbag, monitor_env, served_app, mongo_client, servers
+    dagbag, monitor_env, served_app, mongo_client, servers, monkeypatch
 ):
+    monkeypatch.setenv("RETRAIN_ON_ALERT", "true")
     dag = dagbag.get_dag("monitor_platform")
     mongo_client[SERVED_DB].predictions.delete_many({})
     mongo_client[SERVED_DB].prediction_rollups.delete_many({})
@@ -58,6 +69,7 @@ def test_monitor_passes_on_training_like_traffic_then_fails_on_drift(
     report = reports(mongo_client).find_one({"airflow_run_id": ok_run.run_id})
     assert report["status"] in ("ok", "warn"), report["breaches"]
     assert report["checks"]["drift"]["status"] in ("ok", "warn")
+    assert states["request_retraining"] == "skipped" and retrain_events(ok_run.run_id) == 0
 
     # statistics computed by the DAG equal the app's /statistics for the same window
     app_stats = requests.get(f"{served_app.url}/statistics", params={"window": "24h"}, timeout=10).json()
@@ -80,6 +92,10 @@ def test_monitor_passes_on_training_like_traffic_then_fails_on_drift(
     assert report["status"] == "alert"
     assert any(b.startswith("drift: drift: PSI over") for b in report["breaches"]), report["breaches"]
     assert report["drift"]["max_psi"] > 0.2
+    # retraining through Airflow's own mechanism: an event on the asset ingest_data is scheduled on
+    assert states["request_retraining"] == "success" and retrain_events(drift_run.run_id) == 1
+    ingest_schedule = dagbag.get_dag("ingest_data").timetable
+    assert "retrain_request" in repr(ingest_schedule.asset_condition) and ingest_schedule.can_be_scheduled
 
 
 def test_monitor_fails_when_the_app_is_unreachable(dagbag, monitor_env, monkeypatch, mongo_client):
