@@ -141,6 +141,8 @@ def summarize(
     per_label: dict[str, int] = defaultdict(int)
     per_version: dict[str, int] = defaultdict(int)
     per_hour: dict[str, int] = defaultdict(int)
+    version_confidence: dict[str, float] = defaultdict(float)
+    hour_latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # latency sum, timed count
     latency_hist = [0.0] * (len(LATENCY_EDGES_MS) + 1)
     confidence_hist = [0.0] * CONFIDENCE_BUCKETS
     for doc in rollups:
@@ -158,8 +160,12 @@ def summarize(
         else:  # written before rollups were per version: one document per label
             per_label[str(doc["label"])] += count
         per_version[str(doc["model_version"])] += count
+        version_confidence[str(doc["model_version"])] += doc.get("confidence_sum", 0.0)
         hour = doc["hour"]
-        per_hour[hour.strftime("%Y-%m-%dT%H:00Z") if isinstance(hour, datetime) else str(hour)] += count
+        hour_key = hour.strftime("%Y-%m-%dT%H:00Z") if isinstance(hour, datetime) else str(hour)
+        per_hour[hour_key] += count
+        hour_latency[hour_key][0] += doc.get("latency_sum_ms", 0.0)
+        hour_latency[hour_key][1] += sum((doc.get("latency_hist") or {}).values())
         for bucket, n in (doc.get("latency_hist") or {}).items():
             latency_hist[int(bucket)] += n
         for bucket, n in (doc.get("confidence_hist") or {}).items():
@@ -175,6 +181,9 @@ def summarize(
         "per_label": dict(sorted(per_label.items())),
         "per_version": dict(sorted(per_version.items())),
         "per_hour": dict(sorted(per_hour.items())),
+        # mean confidence per model version (champion against previous), mean latency per hour
+        "per_version_confidence": {v: round(version_confidence[v] / n, 6) for v, n in sorted(per_version.items())},
+        "per_hour_latency_ms": {h: round(s / n, 3) for h, (s, n) in sorted(hour_latency.items()) if n},
         "mean_confidence": round(confidence_sum / total, 6) if total else None,
         "low_confidence_share": low_confidence_share([int(v) for v in confidence_hist], low_confidence),
         "confidence_histogram": [int(v) for v in confidence_hist],

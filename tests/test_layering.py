@@ -66,3 +66,15 @@ def test_airflow_imports_none_of_our_helpers_as_bare_modules():
     found = [p for p in find_path_from_directory(str(ROOT / "plugins"), ".airflowignore", "glob") if p.endswith(".py")]
     assert found == []
     assert any(p.endswith(".py") for p in find_path_from_directory(str(ROOT / "plugins"), ".nothing", "glob"))
+
+
+def test_vendored_files_are_the_ones_recorded():
+    """app/static/vendor/README.md records each vendored file's digest: nothing edited in place."""
+    import hashlib
+    import re as regex
+
+    vendor = ROOT / "app" / "static" / "vendor"
+    recorded = regex.findall(r"`([\w/.-]+)` \(sha256 `([0-9a-f]{64})`\)", (vendor / "README.md").read_text())
+    assert recorded
+    for name, digest in recorded:
+        assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name

@@ -1,4 +1,22 @@
-// The statistics page: /statistics for a window, and the latest monitoring report.
+// The statistics page: /statistics for a window, and the latest monitoring report, drawn with Chart.js
+// (app/static/vendor/chartjs: the npm package's build, served by the app; no CDN).
+const charts = {};
+
+function draw(id, config) {
+  if (charts[id]) charts[id].destroy();
+  charts[id] = new Chart(document.getElementById(id), Object.assign({ options: {} }, config));
+  return charts[id];
+}
+
+function bars(id, labels, datasets, extra = {}) {
+  return draw(id, {
+    type: 'bar',
+    data: { labels, datasets },
+    options: Object.assign({ responsive: true, maintainAspectRatio: false, animation: false,
+      plugins: { legend: { display: datasets.length > 1 } } }, extra),
+  });
+}
+
 async function load() {
   const w = document.getElementById('window').value;
   const r = await api(`/statistics?window=${w}`);
@@ -7,10 +25,23 @@ async function load() {
   const s = r.body;
   summary.textContent = `${s.total} predictions, ${s.errors} errors (${(s.error_rate * 100).toFixed(2)}%), ${s.rejected ?? 0} refused, mean confidence ` +
     (s.mean_confidence === null ? '–' : (s.mean_confidence * 100).toFixed(1) + '%');
-  barChart(document.getElementById('per-hour'), Object.keys(s.per_hour).map(h => h.slice(11, 13) + 'h'), Object.values(s.per_hour));
-  barChart(document.getElementById('per-label'), Object.keys(s.per_label), Object.values(s.per_label));
-  barChart(document.getElementById('confidence'), s.confidence_histogram.map((_, i) => (i * 5) + '%'), s.confidence_histogram, '#12b76a');
-  barChart(document.getElementById('per-version'), Object.keys(s.per_version).map(v => 'v' + v), Object.values(s.per_version), '#7a5af8');
+
+  const hours = Object.keys(s.per_hour);
+  bars('per-hour', hours.map(h => h.slice(5, 10) + ' ' + h.slice(11, 13) + 'h'), [
+    { label: 'predictions', data: Object.values(s.per_hour), backgroundColor: '#2f6fed', yAxisID: 'y' },
+    { label: 'mean latency (ms)', type: 'line', data: hours.map(h => (s.per_hour_latency_ms || {})[h] ?? null),
+      borderColor: '#f04438', yAxisID: 'latency' },
+  ], { scales: { y: { beginAtZero: true }, latency: { position: 'right', beginAtZero: true, grid: { drawOnChartArea: false } } } });
+  bars('per-label', Object.keys(s.per_label), [{ label: 'predictions', data: Object.values(s.per_label), backgroundColor: '#2f6fed' }]);
+  bars('confidence', s.confidence_histogram.map((_, i) => `${i * 5}-${i * 5 + 5}%`),
+    [{ label: 'predictions', data: s.confidence_histogram, backgroundColor: '#12b76a' }]);
+  const versions = Object.keys(s.per_version);
+  bars('per-version', versions.map(v => 'v' + v), [
+    { label: 'predictions', data: Object.values(s.per_version), backgroundColor: '#7a5af8', yAxisID: 'y' },
+    { label: 'mean confidence', type: 'line', data: versions.map(v => (s.per_version_confidence || {})[v] ?? null),
+      borderColor: '#f79009', yAxisID: 'confidence' },
+  ], { scales: { y: { beginAtZero: true }, confidence: { position: 'right', min: 0, max: 1, grid: { drawOnChartArea: false } } } });
+
   const l = s.latency_ms;
   document.getElementById('latency').innerHTML = ['mean', 'p50', 'p95', 'p99']
     .map(k => `<tr><td>${k}</td><td>${l[k] === null ? '–' : l[k] + ' ms'}</td></tr>`).join('');
@@ -28,10 +59,10 @@ async function load() {
     '</table>';
   const psi = (report.drift && report.drift.psi) || [];
   if (psi.length) {
-    const canvas = document.getElementById('drift');
-    canvas.hidden = false;
+    document.getElementById('drift').hidden = false;
     document.getElementById('drift-title').hidden = false;
-    barChart(canvas, psi.map((_, i) => i), psi, '#f79009');
+    const names = report.drift.features || psi.map((_, i) => `feature ${i}`);
+    bars('drift', names, [{ label: 'PSI', data: psi, backgroundColor: '#f79009' }]);
   }
 }
 document.getElementById('window').addEventListener('change', load);

@@ -82,3 +82,37 @@ def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
 
     wait_for(lambda: mongo_client[SERVED_DB].predictions.count_documents({"_id": prediction_id}) == 1,
              message="the page's prediction in MongoDB")  # fmt: skip
+
+
+def test_the_statistics_page_draws_its_charts_with_whole_labels(served_app, tmp_path):
+    """Chart.js, served by the app: the tick labels drawn are the labels /statistics gives, not cut (#18, item 6)."""
+    import requests
+
+    row = load_digits_dataset().X[:20].tolist()
+    assert requests.post(f"{served_app.url}/predict", json={"instances": row}, timeout=10).status_code == 200
+    from tests.app.conftest import wait_for
+
+    def statistics() -> dict:
+        return requests.get(f"{served_app.url}/statistics?window=24h", timeout=5).json()
+
+    wait_for(lambda: len(statistics()["per_label"]) >= 5, message="the predictions in the rollups")
+    stats = statistics()
+    elsewhere: list[str] = []
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.on("request", lambda r: None if r.url.startswith(served_app.url) else elsewhere.append(r.url))
+        page.goto(served_app.url + "/stats")
+        page.wait_for_function("window.Chart && Chart.getChart('per-label') && Chart.getChart('per-version')")
+        ticks = page.evaluate(
+            "id => Chart.getChart(id).scales.x.ticks.map(t => Chart.getChart(id).scales.x.getLabelForValue(t.value))",
+            "per-label",
+        )
+        versions = page.evaluate("Chart.getChart('per-version').data.labels")
+        datasets = page.evaluate("Chart.getChart('per-version').data.datasets.map(d => d.label)")
+        hours = page.evaluate("Chart.getChart('per-hour').data.datasets.map(d => d.label)")
+        page.screenshot(path=str(tmp_path / "stats.png"), full_page=True)
+    assert ticks == list(stats["per_label"]), "every label drawn, whole"
+    assert versions == [f"v{v}" for v in stats["per_version"]]
+    assert datasets == ["predictions", "mean confidence"] and hours == ["predictions", "mean latency (ms)"]
+    assert (tmp_path / "stats.png").stat().st_size > 10_000
+    assert elsewhere == []
