@@ -42,13 +42,16 @@ $(STAMP): requirements.txt
 # (~1 minute with a warm package cache); the test session starts it with basic auth beside MLflow 3.
 MLFLOW2_VENV ?= $(HOME)/.cache/mlops-platform/mlflow-2.7.1
 export MLFLOW2_VENV
-mlflow2: $(MLFLOW2_VENV)/.installed
-
-$(MLFLOW2_VENV)/.installed: ops/mlflow2/requirements.txt | install
-	@echo "Building the MLflow 2.7.1 test server's venv in $(MLFLOW2_VENV) ..."
-	@test -x $(MLFLOW2_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW2_VENV)
-	$(BIN)/uv pip install --python $(MLFLOW2_VENV)/bin/python -q --compile-bytecode -r ops/mlflow2/requirements.txt
-	@touch $@
+# The stamp holds the lock's digest, not a time: a fresh clone of the same lock reuses the cached venv.
+mlflow2: install
+	@want=$$(sha256sum ops/mlflow2/requirements.txt | cut -d' ' -f1); \
+	if [ "$$(cat $(MLFLOW2_VENV)/.installed 2>/dev/null)" != "$$want" ]; then \
+		echo "Building the MLflow 2.7.1 test server's venv in $(MLFLOW2_VENV) ..." && \
+		{ test -x $(MLFLOW2_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW2_VENV); } && \
+		$(BIN)/uv pip install --python $(MLFLOW2_VENV)/bin/python -q --compile-bytecode \
+			-r ops/mlflow2/requirements.txt && \
+		echo "$$want" > $(MLFLOW2_VENV)/.installed; \
+	fi
 
 # Debian's chromium for the browser test; playwright drives it (never `playwright install`).
 browser:
