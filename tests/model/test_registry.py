@@ -7,6 +7,7 @@ import pytest
 from config.settings import Settings, registry_config
 from model import lifecycle
 from model.errors import NothingToRollBack, RegistryError
+from model.params import TrainParams
 from model.registry import CHAMPION, PREVIOUS, Registry, RegistryConfig, connect
 from ops import services
 from tests.conftest import registry_config_for
@@ -111,7 +112,9 @@ def test_production_refuses_placeholder_secrets():
 
 def test_rollback_moves_champion_back_and_is_recorded(servers, db, tmp_path, champion):
     registry = Registry(registry_config_for(servers, "digits-rollback"))
-    params = champion["params"]
+    # a small network trains in seconds and still clears the gate: rollback is under test, not the model
+    quick = TrainParams(estimator="mlp", hyperparameters={"hidden_layer_sizes": [32], "max_iter": 60})
+    params = champion["params"].model_copy(update={"train": quick})
     path = champion["snapshot"]["path"]
     from pathlib import Path
 
