@@ -68,6 +68,7 @@ def test_an_unknown_old_id_is_looked_up_once_not_polled(app, client):
 
 def test_the_recent_cache_is_bounded_by_bytes(db, tmp_path):
     plog = PredictionLog(lambda: db, tmp_path, recent_max_bytes=20_000)
+    plog.start()  # without a writer, close() waited its whole 10 s timeout for the queue to drain
     for _ in range(20):
         plog.submit(records(10))
     assert 0 < plog._recent_bytes <= 20_000
