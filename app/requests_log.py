@@ -28,6 +28,11 @@ def request_id() -> str | None:
     return g.get("request_id") if has_request_context() else None
 
 
+def request_started() -> float:
+    """When the current request began (time.perf_counter), for its access line and its metrics."""
+    return float(g.get("request_started", time.perf_counter()))
+
+
 class _WithRequestId(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id()
@@ -76,7 +81,7 @@ def install(app: Flask, access_log: bool) -> None:
     def _echo(response: Response) -> Response:
         response.headers[HEADER] = g.get("request_id", "")
         if access_log:
-            elapsed = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+            elapsed = (time.perf_counter() - request_started()) * 1000
             method, path, status = request.method, request.path, response.status_code
             fields = {"method": method, "path": path, "status": status, "duration_ms": round(elapsed, 3)}
             access.info("%s %s %s %.1f ms", method, path, status, elapsed, extra={"fields": fields})

@@ -14,7 +14,7 @@ from functools import wraps
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from pymongo.errors import PyMongoError
 
 from app.errors import ApiError, Forbidden, InvalidInput, NoModel, NotFound, Unauthorized
@@ -22,7 +22,7 @@ from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse
 from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
 from app.records import encode_rows
-from app.requests_log import request_id
+from app.requests_log import request_id, request_started
 from model.ids import time_ordered_ids
 from model.statistics import request_increments
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
@@ -486,17 +486,12 @@ def openapi() -> Response:
     return jsonify(openapi_document(current_app))
 
 
-@bp.before_app_request
-def _start_clock() -> None:
-    g.started = time.perf_counter()
-
-
 @bp.after_app_request
 def _count(response: Response) -> Response:
     if request.endpoint:
         m = ext("metrics")
         route, status = request.endpoint, str(response.status_code)
         m.requests.labels(route, status).inc()
-        m.request_seconds.labels(route, status).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        m.request_seconds.labels(route, status).observe(time.perf_counter() - request_started())
         m.observe_state(ext("prediction_log"), ext("models"))
     return response
