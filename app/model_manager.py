@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 from pymongo.database import Database
 
-from model import provenance
+from model import provenance, serving
 from model.registry import CHAMPION, Registry, RegistryConfig, load_pipeline
-from model.serving import Predict, agrees, compile_predict_proba
 from model.tabular import Schema, with_nan
 
 log = logging.getLogger(__name__)
@@ -42,12 +41,12 @@ class LoadedModel:
     info: dict[str, Any]
     task: str = "image"
     schema: Schema | None = None  # tabular models: the columns each row must carry
-    fast: Predict | None = None  # the same probabilities without per-call validation (model/serving.py)
+    compiled: serving.Compiled | None = None  # the same probabilities from onnxruntime (model/serving.py)
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        if self.fast is not None:
-            return self.fast(X)
+        if self.compiled is not None:
+            return self.compiled.predict_proba(X)
         return self.pipeline.predict_proba(X)  # type: ignore[no-any-return]
 
 
@@ -253,14 +252,15 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
     if proba.shape[0] != len(example) or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError(f"version {version} failed its smoke test on the input example")
     signature = meta.signature.to_dict() if meta.signature else None
-    fast = _fast_path(pipeline, np.asarray(example, dtype=np.float64)) if task == "image" else None
+    probes = serving.table_probes(example, schema) if schema is not None else serving.image_probes(example)
+    compiled, engine = serving.load_compiled(path, pipeline, probes)
     full_info = {
         **info,
         "task": task,
         "signature": signature,
         "schema": schema.to_dict() if schema else None,
         "load_seconds": round(time.perf_counter() - started, 3),
-        "fast_path": fast is not None,
+        "serving": engine,
     }
     return LoadedModel(
         name=name,
@@ -270,22 +270,8 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
         info=full_info,
         task=task,
         schema=schema,
-        fast=fast,
+        compiled=compiled,
     )
-
-
-def _fast_path(pipeline: Any, example: np.ndarray) -> Predict | None:
-    """The compiled predict_proba, if it reproduces the Pipeline on the example and on noisy copies of it."""
-    fast = compile_predict_proba(pipeline)
-    if fast is None:
-        return None
-    rng = np.random.default_rng(0)
-    noisy = np.resize(example, (64, example.shape[1])) + rng.normal(0, 3, (64, example.shape[1])).round()
-    probes = np.vstack([example, np.clip(noisy, 0, 16)])
-    if not agrees(fast, pipeline, probes) or not agrees(fast, pipeline, probes[:1]):
-        log.warning("the compiled predict_proba disagrees with the Pipeline; serving through scikit-learn")
-        return None
-    return fast
 
 
 def _write_pointer(path: Path, info: dict[str, Any]) -> None:

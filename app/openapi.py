@@ -128,7 +128,18 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["status"],
         "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
     },
-    "ModelInfo": {"type": "object", "required": ["name", "version"]},
+    "ModelInfo": {
+        "type": "object",
+        "required": ["name", "version"],
+        "properties": {
+            "serving": {
+                "type": "object",
+                "description": "onnxruntime when the compiled graph reproduced scikit-learn at load, else "
+                "scikit-learn and the reason",
+                "properties": {"engine": {"type": "string", "enum": ["onnxruntime", "scikit-learn"]}},
+            }
+        },
+    },
     "Statistics": {"type": "object", "required": ["total", "errors", "per_label", "latency_ms"]},
     "Reload": {"type": "object", "required": ["changed"]},
     "MonitoringReport": {"type": "object", "required": ["status", "checks"]},

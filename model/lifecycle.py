@@ -18,7 +18,7 @@ import numpy as np
 from pymongo.database import Database
 
 from model import data as datasets
-from model import provenance, tabular
+from model import provenance, serving, tabular
 from model.errors import DataValidationError, NothingToRollBack
 from model.evaluate import (
     Metrics,
@@ -179,6 +179,8 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     metrics = evaluate(pipeline, snap.holdout.X, snap.holdout.y, labels)
     example = snap.holdout.X[:EXAMPLE_ROWS]
     task = "tabular" if snap.schema is not None else "image"
+    schema = tabular.Schema.from_dict(snap.schema) if snap.schema is not None else None
+    compiled, compiled_note = _compile(pipeline, schema, snap.holdout.X)
     version = registry.log_and_register(
         pipeline,
         params={
@@ -204,7 +206,8 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
             EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},
             **({"schema.json": snap.schema} if snap.schema else {}),
         },
-        metadata={"task": task, "schema": snap.schema} if snap.schema else {"task": task},
+        metadata={"task": task, "compiled": compiled_note, **({"schema": snap.schema} if snap.schema else {})},
+        model_files={serving.COMPILED_FILE: compiled} if compiled else None,
     )
     with tempfile.TemporaryDirectory() as tmp:
         files = provenance.digest(registry.download_version(version.version, Path(tmp)))
@@ -223,6 +226,20 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     )
     registry.set_alias(CHALLENGER, version.version)
     return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, "accuracy": metrics.accuracy}
+
+
+def _compile(pipeline: Any, schema: tabular.Schema | None, holdout: Any) -> tuple[bytes | None, dict[str, Any]]:
+    """The Pipeline compiled for serving, if skl2onnx converts it and it reproduces the holdout's probabilities.
+
+    A Pipeline that does not compile is still registered: it is served through scikit-learn."""
+    try:
+        graph = serving.compile_pipeline(pipeline, schema.categorical if schema is not None else None)
+        worst = serving.check(serving.session(graph), pipeline, holdout)
+    except Exception as exc:  # CompileError, or onnxruntime refusing the graph: never a reason to fail training
+        log.warning("not compiled for serving: %s", exc)
+        return None, {"file": None, "reason": str(exc)[:500]}
+    log.info("compiled for serving: largest difference on the holdout %.3g", worst)
+    return graph, {"file": serving.COMPILED_FILE, "holdout_max_difference": worst}
 
 
 def validate_and_promote(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -255,8 +256,12 @@ class Registry:
         figures: dict[str, Any],
         artifacts: dict[str, dict[str, Any]],
         metadata: dict[str, Any] | None = None,
+        model_files: dict[str, bytes] | None = None,
     ) -> VersionInfo:
-        """One MLflow run: params, metrics, dataset input, figures, model; then a new registered version."""
+        """One MLflow run: params, metrics, dataset input, figures, model; then a new registered version.
+
+        `model_files` go inside the model directory beside the pickled Pipeline (the compiled graph),
+        so that whatever downloads the version gets them, under the same provenance digest."""
         import mlflow
         import mlflow.data
         import mlflow.sklearn
@@ -292,14 +297,21 @@ class Registry:
                 "metadata": metadata,
             }
             run_id = run.info.run_id
-            if self.capabilities.logged_models:
-                info = mlflow.sklearn.log_model(sk_model=pipeline, name="model", **model_args)
-                source, model_id = info.model_uri, info.model_id
-            else:  # MLflow 2.x (DagsHub): the model directory as run artifacts, registered from the run
-                with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp:
+                extra = Path(tmp) / "extra"
+                extra.mkdir()
+                for file_name, content in (model_files or {}).items():
+                    (extra / file_name).write_bytes(content)
+                if self.capabilities.logged_models:
+                    info = mlflow.sklearn.log_model(sk_model=pipeline, name="model", **model_args)
+                    if model_files:
+                        self.client.log_model_artifacts(info.model_id, str(extra))
+                    source, model_id = info.model_uri, info.model_id
+                else:  # MLflow 2.x (DagsHub): the model directory as run artifacts, registered from the run
                     mlflow.sklearn.save_model(pipeline, str(Path(tmp) / "model"), **model_args)
+                    shutil.copytree(extra, Path(tmp) / "model", dirs_exist_ok=True)
                     self.client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
-                source, model_id = f"runs:/{run_id}/model", None
+                    source, model_id = f"runs:/{run_id}/model", None
         version = self._register(source, run_id, model_id)
         log.info("registered %s version %s from run %s", self.config.model_name, version, run_id)
         self.client.set_model_version_tag(self.config.model_name, version, "dataset_hash", dataset["hash"])

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
+from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -397,15 +397,20 @@ def build_preprocessor(schema: Schema) -> ColumnTransformer:
 
     When the schema imputes, missing numbers become the column's median, with an indicator column for
     each column that had missing values in training, and a missing category becomes MISSING_CATEGORY,
-    a category of its own. Imputing inside the Pipeline keeps training and serving the same.
+    a category of its own. Imputing inside the Pipeline keeps training and serving the same. (The
+    indicators are a transformer of their own, not SimpleImputer's add_indicator, which skl2onnx
+    cannot compile: model/serving.py.)
     """
     transformers: list[tuple[str, Any, list[str]]] = []
     categories = [c.categories or [] for c in schema.columns if c.kind == CATEGORICAL]
     if schema.numeric:
         numeric: Any = StandardScaler()
         if schema.imputes:
-            numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", numeric)])
+            numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", numeric)])
         transformers.append(("numeric", numeric, schema.numeric))
+        gaps = [c.name for c in schema.columns if c.kind == NUMERIC and c.missing_share > 0]
+        if schema.imputes and gaps:
+            transformers.append(("missing", MissingIndicator(features="all"), gaps))
     if schema.categorical:
         if schema.imputes:
             encoder = OneHotEncoder(categories=[[*c, MISSING_CATEGORY] for c in categories], handle_unknown="ignore")

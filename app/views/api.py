@@ -399,7 +399,7 @@ def health() -> tuple[Response, int]:
 
 @bp.get("/model-info")
 @documented(
-    "The model being served: name, version, aliases, run, metrics, dataset hash, signature",
+    "The model being served: name, version, aliases, run, metrics, dataset hash, signature, engine",
     response="ModelInfo",
     errors=(503,),
 )

@@ -13,7 +13,7 @@ import numpy as np
 
 from config.settings import Settings
 from model import batch as batches
-from model import provenance
+from model import provenance, serving
 from model.batch import batch_file
 from model.errors import DataValidationError
 from model.registry import CHAMPION
@@ -78,6 +78,7 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
                 )
         except DataValidationError as exc:
             raise BatchRejected(f"the uploaded file was rejected: {exc}") from exc
+        scorer = _scorer(pipeline, path, inputs.X, batch_id)
         n = len(inputs.rows)
         update_batch(db, batch_id, rows=n, model_version=champion.version, model_name=settings.model_name)
         ids = batches.prediction_ids(batch_id, job["created_at"], n)
@@ -88,7 +89,7 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         for start in range(0, n, CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, n)
             chunk = inputs.X.iloc[start:stop] if hasattr(inputs.X, "iloc") else inputs.X[start:stop]
-            proba = pipeline.predict_proba(chunk)
+            proba = scorer.predict_proba(chunk)
             best = proba.argmax(axis=1)
             chunk_labels = classes[best].tolist()
             chunk_conf = proba[np.arange(len(best)), best].tolist()
@@ -134,6 +135,14 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         }
         update_batch(db, batch_id, **summary)
         return {k: v for k, v in summary.items() if k != "finished_at"}
+
+
+def _scorer(pipeline: Any, path: Path, X: Any, batch_id: str) -> Any:
+    """The compiled graph logged with the champion when it reproduces the Pipeline on the batch's first
+    rows (model/serving.py), else the Pipeline itself."""
+    compiled, engine = serving.load_compiled(path, pipeline, X[: serving.PROBES])
+    log.info("batch %s: scoring with %s (%s)", batch_id, engine["engine"], engine.get("reason") or "checked")
+    return compiled if compiled is not None else pipeline
 
 
 def mark_failed(batch_id: str, reason: str, settings: Settings | None = None) -> None:

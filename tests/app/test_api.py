@@ -116,6 +116,7 @@ def test_model_info(client, champion):
     assert info["metrics"]["holdout_accuracy"] >= 0.95
     assert info["signature"]["inputs"] and info["run_id"] and info["loaded_at"]
     assert "path" not in info, "the local cache path is this host's business"
+    assert info["serving"]["engine"] == "onnxruntime", info["serving"]  # compiled at training, checked at load
 
 
 def test_health_ready(client):

@@ -53,6 +53,8 @@ ROW = {"island": "Biscoe", "bill_length_mm": 46.5, "bill_depth_mm": 15.0, "flipp
 
 
 def test_rows_with_nulls_are_served_where_training_had_missing_cells(penguins_app, mongo_client):
+    serving = penguins_app.test_client().get("/model-info").get_json()["serving"]
+    assert serving["engine"] == "onnxruntime", serving  # a forest behind imputers, compiled and checked
     client = penguins_app.test_client()
     both = client.post("/predict", json={"instances": [ROW, {**ROW, "sex": None, "bill_length_mm": None}]})
     assert both.status_code == 200, both.get_json()

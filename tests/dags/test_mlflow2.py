@@ -120,6 +120,8 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
     try:
         health = requests.get(f"{app.url}/health", timeout=5)
         assert str(health.json()["model"]["version"]) == champion.version
+        serving = requests.get(f"{app.url}/model-info", timeout=5).json()["serving"]
+        assert serving["engine"] == "onnxruntime", "the compiled graph travels in the 2.x run's model directory"
         answer = requests.post(f"{app.url}/predict", json={"instances": DIGITS.X[:5].tolist()}, timeout=10)
         assert answer.status_code == 200, answer.text
         pid = answer.json()["predictions"][0]["id"]

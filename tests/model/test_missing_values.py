@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model import lifecycle, tabular
+from model import lifecycle, serving, tabular
 from model.batch import read_table_batch
 from model.errors import DataValidationError
 from model.evaluate import evaluate
@@ -59,6 +59,18 @@ def test_na_markers_are_missing_values_imputed_inside_the_pipeline(sources):
     assert evaluate(fitted, snap.holdout.X, snap.holdout.y, schema.classes).accuracy >= 0.9
     row = tabular.with_nan(pd.DataFrame([{c: None for c in schema.names} | {"island": "Biscoe", "year": 2008}]))
     assert fitted.predict_proba(row).sum() == pytest.approx(1.0), "an all-missing row is imputed, not refused"
+
+
+def test_the_imputing_pipeline_compiles_and_agrees_on_missing_cells(sources):
+    """Issue #20 part 3: a forest behind the imputers, served by onnxruntime, gives scikit-learn's numbers."""
+    snap = ingest(sources, source="penguins.csv", target="species")
+    schema = tabular.Schema.from_dict(snap.schema)
+    fitted = fit(snap, schema)
+    compiled = serving.session(serving.compile_pipeline(fitted, schema.categorical))
+    probes = serving.table_probes(snap.holdout.X[:5], schema)
+    assert probes.isna().any().sum() >= 3, "the probes empty cells in every column that may be missing"
+    assert serving.check(compiled, fitted, probes) <= serving.TOLERANCE
+    assert serving.check(compiled, fitted, snap.holdout.X) <= serving.TOLERANCE
 
 
 def test_empty_cells_and_a_row_number_column_need_no_hand_cleaning(sources):

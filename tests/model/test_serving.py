@@ -1,4 +1,4 @@
-"""The compiled predict_proba matches scikit-learn's; prediction ids sort by time."""
+"""The compiled graph reproduces scikit-learn or is not served; prediction ids sort by time."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from model import serving
 from model.data import load_digits_dataset, split
 from model.ids import _uuid7, derived_ids, id_floor, time_ordered_ids
 from model.params import TrainParams
-from model.serving import agrees, compile_predict_proba
 from model.train import build_pipeline, train
 
 
@@ -27,6 +27,8 @@ def digits():
         ("mlp", {"hidden_layer_sizes": [16, 8], "activation": "tanh", "max_iter": 30}, True),
         ("logistic_regression", {}, False),
         ("logistic_regression", {}, True),
+        ("random_forest", {"n_estimators": 20}, False),  # float32 thresholds: the graph casts, as sklearn does
+        ("knn", {}, False),
     ],
 )
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -35,23 +37,40 @@ def test_compiled_probabilities_equal_the_pipelines(digits, estimator, hyperpara
     mask = train_set.y < 2 if binary else np.ones(len(train_set), dtype=bool)
     params = TrainParams(estimator=estimator, hyperparameters=hyperparameters)
     pipeline = train(build_pipeline(params, 42), train_set.X[mask], train_set.y[mask])
-    fast = compile_predict_proba(pipeline)
-    assert fast is not None
-    assert agrees(fast, pipeline, holdout.X) and agrees(fast, pipeline, holdout.X[:1])
-    assert fast(holdout.X).shape == (len(holdout), 2 if binary else 10)
+    compiled = serving.session(serving.compile_pipeline(pipeline))
+    assert serving.check(compiled, pipeline, holdout.X) <= serving.TOLERANCE
+    assert serving.check(compiled, pipeline, serving.image_probes(holdout.X[:3])) <= serving.TOLERANCE
+    assert compiled.predict_proba(holdout.X[:1]).shape == (1, 2 if binary else 10)
 
 
-def test_unknown_pipelines_are_not_compiled(digits):
+def test_a_pipeline_skl2onnx_cannot_convert_is_refused_with_the_reason(digits):
     train_set, _ = digits
-    forest = train(build_pipeline(TrainParams(estimator="random_forest", hyperparameters={"n_estimators": 3}), 42),
-                   train_set.X, train_set.y)  # fmt: skip
-    assert compile_predict_proba(forest) is None
+    dummy = train(build_pipeline(TrainParams(estimator="dummy"), 42), train_set.X, train_set.y)
+    with pytest.raises(serving.CompileError, match="skl2onnx cannot convert this Pipeline.*DummyClassifier"):
+        serving.compile_pipeline(dummy)
 
 
-def test_a_wrong_compiled_function_is_caught(digits):
+def test_a_graph_that_disagrees_is_not_served(digits, tmp_path):
+    """The load check has teeth: another model's graph, logged beside this one, is refused, and so is none."""
     train_set, holdout = digits
-    pipeline = train(build_pipeline(TrainParams(estimator="logistic_regression"), 42), train_set.X, train_set.y)
-    assert not agrees(lambda X: np.full((len(X), 10), 0.1), pipeline, holdout.X)
+    fit = lambda seed: train(build_pipeline(TrainParams(estimator="logistic_regression",  # noqa: E731
+                                                        hyperparameters={"C": 0.01}), seed),
+                             train_set.X[seed:], train_set.y[seed:])  # fmt: skip
+    pipeline, other = fit(0), fit(300)
+    with pytest.raises(serving.CompileError, match=r"differs from scikit-learn by .* on class .*tolerance 1e-05"):
+        serving.check(serving.session(serving.compile_pipeline(other)), pipeline, holdout.X)
+
+    compiled, engine = serving.load_compiled(tmp_path, pipeline, holdout.X[:5])
+    assert compiled is None and engine["engine"] == "scikit-learn" and "no compiled graph" in engine["reason"]
+    (tmp_path / serving.COMPILED_FILE).write_bytes(serving.compile_pipeline(other))
+    compiled, engine = serving.load_compiled(tmp_path, pipeline, holdout.X[:5])
+    assert compiled is None and "differs from scikit-learn" in engine["reason"]
+    (tmp_path / serving.COMPILED_FILE).write_bytes(b"not a graph")
+    compiled, engine = serving.load_compiled(tmp_path, pipeline, holdout.X[:5])
+    assert compiled is None and "onnxruntime could not load the graph" in engine["reason"]
+    (tmp_path / serving.COMPILED_FILE).write_bytes(serving.compile_pipeline(pipeline))
+    compiled, engine = serving.load_compiled(tmp_path, pipeline, holdout.X[:5])
+    assert compiled is not None and engine["engine"] == "onnxruntime" and engine["max_difference"] <= 1e-5
 
 
 def test_ids_are_uuid7_and_ordered_by_time():
