@@ -76,8 +76,10 @@ bench-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
 		|| echo "warning: could not install wrk"; }
 
+# digits (ours vs mlflow models serve, batches, /statistics), then a table: a forest served and a 1M-row batch
 bench: install bench-deps
 	@$(PY) -m bench.bench
+	@$(PY) -m bench.tables
 
 # seconds per lifecycle step (ingest -> train -> validate) on digits
 bench-pipeline: install

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from flask import Request
 
 from app.errors import ApiError, InvalidInput, PayloadTooLarge, UnsupportedMedia, from_image_error
 from model.errors import ImageError
 from model.features import MAX_VALUE, N_FEATURES, decode_image, image_to_features
-from model.tabular import Schema, with_nan
+from model.tabular import Schema, columns_of
 
 _WHITESPACE = re.compile(rb"\s+")
 _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,")
@@ -26,7 +25,7 @@ _DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,")
 
 @dataclass(frozen=True)
 class Inputs:
-    X: Any  # images: an (n, 64) array; tables: a DataFrame in the schema's column order
+    X: Any  # images: an (n, 64) array; tables: one array per column (tabular.columns_of)
     rows: list[Any] | None  # the rows as lists (images) or dicts (tables) to store; None: X.tolist() when needed
     input_hashes: list[str]
     images: list[bytes | None]
@@ -196,8 +195,7 @@ def from_records(instances: Any, schema: Schema, max_rows: int) -> Inputs:
                 clean[column.name] = str(value)
         rows.append(clean)
     hashes = [hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:32] for row in rows]
-    X = with_nan(pd.DataFrame(rows, columns=names))
-    return Inputs(X=X, rows=rows, input_hashes=hashes, images=[None] * len(rows))
+    return Inputs(X=columns_of(rows, schema), rows=rows, input_hashes=hashes, images=[None] * len(rows))
 
 
 def _first_non_number(instances: list[Any]) -> tuple[int, int]:

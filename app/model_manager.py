@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from pymongo.database import Database
 
 from model import provenance, serving
@@ -47,6 +48,8 @@ class LoadedModel:
     def predict_proba(self, X: Any) -> np.ndarray:
         if self.compiled is not None:
             return self.compiled.predict_proba(X)
+        if isinstance(X, dict):  # a table's columns (tabular.columns_of): scikit-learn wants a DataFrame
+            X = pd.DataFrame(X)
         return self.pipeline.predict_proba(X)  # type: ignore[no-any-return]
 
 

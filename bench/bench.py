@@ -77,14 +77,16 @@ class Bench:
         for proc in reversed(self.procs):
             services.stop_group(proc.pid)
 
-    def app(self, mongo_url: str, mlflow_url: str, log_predictions: bool) -> services.Service:
-        name = "app-log" if log_predictions else "app-nolog"
+    def app(
+        self, mongo_url: str, mlflow_url: str, log_predictions: bool, model: str = MODEL, db: str = "bench"
+    ) -> services.Service:
+        name = f"{model}-app-log" if log_predictions else f"{model}-app-nolog"
         env = {
             "MLOPS_ENV_FILE": str(self.dir / "none.env"),
             "MONGO_URI": mongo_url,
-            "MONGO_DB": "bench",
+            "MONGO_DB": db,
             "MLFLOW_TRACKING_URI": mlflow_url,
-            "MODEL_NAME": MODEL,
+            "MODEL_NAME": model,
             "MODEL_CACHE_DIR": str(self.dir / name / "cache"),
             "OUTBOX_DIR": str(self.dir / name / "outbox"),
             "BATCHES_DIR": str(self.dir / name / "batches"),
@@ -100,16 +102,16 @@ class Bench:
             time.sleep(0.2)
         return service
 
-    def mlflow_serve(self, mlflow_url: str) -> services.Service:
+    def mlflow_serve(self, mlflow_url: str, model: str = MODEL) -> services.Service:
         port = services.free_port()
         service = services.Service(
-            name="mlflow-serve",
+            name=f"{model}-mlflow-serve",
             command=[
-                str(services.BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion",
+                str(services.BIN / "mlflow"), "models", "serve", "-m", f"models:/{model}@champion",
                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "2",
             ],
             url=f"http://127.0.0.1:{port}",
-            log=self.dir / "mlflow-serve.log",
+            log=self.dir / f"{model}-mlflow-serve.log",
             healthy=lambda: services.http_ok(f"http://127.0.0.1:{port}/ping"),
             env={"MLFLOW_TRACKING_URI": mlflow_url},
             start_timeout=120,

@@ -40,14 +40,11 @@ def read_table_batch(data: bytes, fmt: str, schema: Schema) -> BatchInput:
     """
     frame = read_table(f"upload.{fmt}", data=data)
     X = enforce_features(frame, schema, strict_categories=False, training=False)
-    rows = [{k: None if _is_nan(v) else v for k, v in row.items()} for row in X.to_dict("records")]
+    columns = [X[name].astype(object).where(X[name].notna(), None).tolist() for name in X.columns]
+    rows = [dict(zip(X.columns, values, strict=True)) for values in zip(*columns, strict=True)]
     id_column = next((c for c in schema.id_columns if c in frame.columns), None)
     keys = frame[id_column].astype(str).tolist() if id_column else [str(i + 1) for i in range(len(X))]
     return BatchInput(X=X, rows=rows, keys=keys)
-
-
-def _is_nan(value: object) -> bool:
-    return isinstance(value, float) and value != value  # a missing cell, stored as null
 
 
 def read_image_batch(data: bytes, max_files: int, max_file_bytes: int, max_pixels: int) -> BatchInput:

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ TEXT_MISSING = ""  # how a missing text cell is fed to the graph
 _FLOAT32_TREES = ("RandomForest", "ExtraTrees", "DecisionTree", "GradientBoosting", "ExtraTree")
 
 
+Table: TypeAlias = np.ndarray | pd.DataFrame | Mapping[str, np.ndarray]  # a matrix, or a table's columns by name
+
+
 class CompileError(Exception):
     """The Pipeline cannot be compiled, or its compiled graph does not reproduce it."""
 
@@ -50,20 +54,22 @@ class Compiled:
     session: Any
     inputs: list[tuple[str, bool]]  # (name, is text) in the graph's order; one numeric "X" for a matrix
 
-    def predict_proba(self, X: np.ndarray | pd.DataFrame) -> np.ndarray:
+    def predict_proba(self, X: Table) -> np.ndarray:
         return self.session.run(["probabilities"], self.feed(X))[0]  # type: ignore[no-any-return]
 
-    def feed(self, X: np.ndarray | pd.DataFrame) -> dict[str, np.ndarray]:
-        if not isinstance(X, pd.DataFrame):
+    def feed(self, X: Table) -> dict[str, np.ndarray]:
+        """The graph's inputs: the matrix itself, or a table's columns (NaN or None where missing)."""
+        if isinstance(X, np.ndarray):
             return {self.inputs[0][0]: np.ascontiguousarray(X, dtype=np.float64)}
         feed = {}
         for name, text in self.inputs:
             column = X[name]
+            values = column.to_numpy(dtype=object) if isinstance(column, pd.Series) else column
             if text:
-                values = column.to_numpy(dtype=object, copy=True)
-                values[column.isna().to_numpy()] = TEXT_MISSING
+                values = np.array(values, dtype=object)
+                values[pd.isna(values)] = TEXT_MISSING
             else:
-                values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+                values = np.asarray(values, dtype=np.float64)
             feed[name] = values.reshape(-1, 1)
         return feed
 

@@ -102,6 +102,19 @@ def with_nan(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.apply(lambda col: col.where(col.notna(), np.nan) if col.dtype == object else col)
 
 
+def columns_of(rows: list[dict[str, Any]], schema: Schema) -> dict[str, np.ndarray]:
+    """Validated rows as one array per column, NaN where a cell is missing: what the compiled graph is
+    fed (model/serving.py) without building a DataFrame, which costs more than the forest itself."""
+    columns: dict[str, np.ndarray] = {}
+    for column in schema.columns:
+        name = column.name
+        if column.kind == NUMERIC:
+            columns[name] = np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=np.float64)
+        else:
+            columns[name] = np.array([np.nan if r[name] is None else r[name] for r in rows], dtype=object)
+    return columns
+
+
 def missing_mask(values: pd.Series) -> np.ndarray:
     """Which cells are missing: null, or a marker such as '', NA, N/A, NaN, null or None."""
     text = values.astype(str).str.strip().str.lower()

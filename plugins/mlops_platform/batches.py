@@ -84,41 +84,35 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         ids = batches.prediction_ids(batch_id, job["created_at"], n)
         labels: list[Any] = []
         confidences: list[float] = []
-        stored = 0
         classes = np.asarray(pipeline.classes_)
-        for start in range(0, n, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, n)
-            chunk = inputs.X.iloc[start:stop] if hasattr(inputs.X, "iloc") else inputs.X[start:stop]
-            proba = scorer.predict_proba(chunk)
-            best = proba.argmax(axis=1)
-            chunk_labels = classes[best].tolist()
-            chunk_conf = proba[np.arange(len(best)), best].tolist()
-            records = [
-                {
-                    "_id": ids[start + i],
-                    "kind": "prediction",
-                    "ts": job["created_at"],  # the time its ids carry: a retried run writes the same records
-                    "model_name": settings.model_name,
-                    "model_version": champion.version,
-                    "source": "batch",
-                    "batch_id": batch_id,
-                    "row": inputs.keys[start + i],
-                    "features": inputs.rows[start + i],
-                    "label": chunk_labels[i],
-                    "confidence": chunk_conf[i],
-                    "probabilities": proba[i].round(6).tolist(),
-                    "latency_ms": None,
-                }
-                for i in range(stop - start)
-            ]
-            new, _ = insert_predictions(db, records)
-            # a chunk is counted once, all of it, even when a retried run finds its records stored already
-            apply_rollups(db, rollup_increments(records), f"batch-{batch_id}", start + 1)
-            stored += len(records)
-            labels.extend(chunk_labels)
-            confidences.extend(chunk_conf)
-            update_batch(db, batch_id, scored=stored)
-            log.info("batch %s: %d/%d rows scored (%d new in MongoDB)", batch_id, stored, n, new)
+        base = {
+            "kind": "prediction",
+            "ts": job["created_at"],  # the time its ids carry: a retried run writes the same records
+            "model_name": settings.model_name,
+            "model_version": champion.version,
+            "source": "batch",
+            "batch_id": batch_id,
+            "latency_ms": None,
+        }
+        with _Writer(db, batch_id, n) as writer:
+            for start in range(0, n, CHUNK_ROWS):
+                stop = min(start + CHUNK_ROWS, n)
+                chunk = inputs.X.iloc[start:stop] if hasattr(inputs.X, "iloc") else inputs.X[start:stop]
+                proba = scorer.predict_proba(chunk)
+                best = proba.argmax(axis=1)
+                chunk_labels = classes[best].tolist()
+                chunk_conf = proba[np.arange(len(best)), best].tolist()
+                rounded = proba.round(6).tolist()
+                records = [
+                    {"_id": ids[i], **base, "row": inputs.keys[i], "features": inputs.rows[i],
+                     "label": chunk_labels[i - start], "confidence": chunk_conf[i - start],
+                     "probabilities": rounded[i - start]}
+                    for i in range(start, stop)
+                ]  # fmt: skip
+                writer.write(start, records)  # MongoDB stores this chunk while the next one is scored
+                labels.extend(chunk_labels)
+                confidences.extend(chunk_conf)
+        stored = writer.stored
         folder = batch_file(settings.batches_dir, batch_id, "result.csv").parent
         result = _write_result(folder, batches.result_table(inputs, ids, labels, confidences))
         summary = {
@@ -135,6 +129,45 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         }
         update_batch(db, batch_id, **summary)
         return {k: v for k, v in summary.items() if k != "finished_at"}
+
+
+class _Writer:
+    """Stores a batch's chunks on one thread, in order, while the caller scores the next chunk.
+
+    At most two chunks wait (memory stays bounded); the first failure is raised to the caller, at
+    the next write or at the end. A chunk is counted once, all of it, even when a retried run finds
+    its records stored already (`apply_rollups` keys each chunk by its first row).
+    """
+
+    def __init__(self, db: Any, batch_id: str, rows: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.db, self.batch_id, self.rows = db, batch_id, rows
+        self.stored = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{batch_id[:8]}")
+        self._pending: list[Any] = []
+
+    def write(self, start: int, records: list[dict[str, Any]]) -> None:
+        while len(self._pending) >= 2:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._store, start, records))
+
+    def _store(self, start: int, records: list[dict[str, Any]]) -> None:
+        new, _ = insert_predictions(self.db, records)
+        apply_rollups(self.db, rollup_increments(records), f"batch-{self.batch_id}", start + 1)
+        self.stored += len(records)
+        update_batch(self.db, self.batch_id, scored=self.stored)
+        log.info("batch %s: %d/%d rows scored (%d new in MongoDB)", self.batch_id, self.stored, self.rows, new)
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _scorer(pipeline: Any, path: Path, X: Any, batch_id: str) -> Any:

@@ -38,3 +38,31 @@ def test_tiny_benchmark_prints_its_table_and_loses_nothing():
     assert data["log_check"]["lost"] == 0 and data["log_check"]["served"] > 0
     assert all(row["errors"] == 0 for row in data["summary"].values())
     assert data["batch_1000"]["errors"] == 0 and data["batch_1000"]["rows_per_s"] > 0
+
+
+def test_tiny_table_benchmark_serves_compiled_and_logs_every_batch_row():
+    before = set((ROOT / "bench" / "results").glob("tables-*.json"))
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.tables", "--tiny", "--batch-rows", "12000"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "mlflow models serve" in result.stdout and "rows/s end to end" in result.stdout
+    written = set((ROOT / "bench" / "results").glob("tables-*.json")) - before
+    data = json.loads(written.pop().read_text())
+    assert data["serving"]["engine"] == "onnxruntime", data["serving"]
+    assert {"ours@1", "mlflow@1", "ours@16", "mlflow@16"} == set(data["summary"])
+    assert all(row["errors"] == 0 for row in data["summary"].values())
+    assert data["batch"] | {"seconds": 0, "rows_per_s": 0, "file_mb": 0} == {
+        "rows": 12000,
+        "stored": 12000,
+        "lost": 0,
+        "status": "succeeded",
+        "seconds": 0,
+        "rows_per_s": 0,
+        "file_mb": 0,
+    }
