@@ -246,6 +246,11 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
     if raw_example is None:
         raise ValueError(f"version {version} has no input example to smoke-test")
     metadata = meta.metadata or {}
+    if metadata.get("task_type") == "regression":  # issue #23: the API's answers are classes so far
+        raise ValueError(
+            f"version {version} predicts a number (tabular.task_type: regression), and this app serves "
+            "classifiers only so far: the registry keeps it, the app keeps serving what it has"
+        )
     task = str(metadata.get("task", "image"))
     schema = Schema.from_dict(metadata["schema"]) if metadata.get("schema") else None
     if task == "tabular" and schema is None:

@@ -132,10 +132,12 @@ def content_hash(data: Dataset) -> str:
     return digest.hexdigest()
 
 
-def split(data: Dataset, holdout_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Stratified train/holdout split, fixed by seed."""
+def split(data: Dataset, holdout_fraction: float, seed: int, stratify: bool = True) -> tuple[Dataset, Dataset]:
+    """Train/holdout split, fixed by seed; stratified by class unless the target is a number."""
     idx = np.arange(len(data))
-    train_idx, hold_idx = train_test_split(idx, test_size=holdout_fraction, random_state=seed, stratify=data.y)
+    train_idx, hold_idx = train_test_split(
+        idx, test_size=holdout_fraction, random_state=seed, stratify=data.y if stratify else None
+    )
     return _take(data, np.sort(train_idx)), _take(data, np.sort(hold_idx))
 
 

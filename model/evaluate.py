@@ -124,6 +124,10 @@ def table_behavioural_checks(model: object, example: Any, schema: dict[str, Any]
         ("handles_unknown_categories", _unseen_categories(example, schema)),
     ):
         try:
+            if not hasattr(model, "classes_"):  # a regressor: one finite value per row
+                values = np.asarray(model.predict(frame), dtype=np.float64)  # type: ignore[attr-defined]
+                checks[name] = bool(values.shape == (len(frame),) and np.isfinite(values).all())
+                continue
             proba = model.predict_proba(frame)  # type: ignore[attr-defined]
             checks[name] = bool(proba.shape[0] == len(frame) and np.allclose(proba.sum(axis=1), 1.0, atol=1e-6))
         except Exception as exc:  # any failure here is the finding, recorded as a failed check

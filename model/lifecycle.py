@@ -18,7 +18,7 @@ import numpy as np
 from pymongo.database import Database
 
 from model import data as datasets
-from model import provenance, serving, tabular
+from model import provenance, regression, serving, tabular
 from model.errors import DataValidationError, NothingToRollBack
 from model.evaluate import (
     Metrics,
@@ -95,7 +95,9 @@ def ingest_table(params: Params, data_dir: Path, sources: SourcePolicy) -> dict[
     if numbering:
         log.info("dropping %s: it only numbers the rows", ", ".join(repr(c) for c in numbering))
         frame = frame.drop(columns=numbering)
-    inferred = tabular.infer_schema(frame, t)
+    task_type, why = regression.infer_type(frame[t.target][~tabular.missing_mask(frame[t.target])], t.task_type)
+    log.info("prediction type: %s (%s)", task_type, why)
+    inferred = tabular.infer_schema(frame, t, task_type)
     pin = data_dir / "schemas" / f"{_slug(source)}--{_slug(t.target)}.json"
     schema = inferred
     if t.pin_schema and pin.exists():
@@ -114,8 +116,9 @@ def ingest_table(params: Params, data_dir: Path, sources: SourcePolicy) -> dict[
         pin.parent.mkdir(parents=True, exist_ok=True)
         pin.write_text(json.dumps(schema.to_dict(), indent=2))
         log.info("pinned the inferred schema at %s", pin)
+    report["task_type"] = {"type": schema.task_type, "why": why}
     dataset = datasets.Dataset(X=X, y=y)
-    train_set, holdout = datasets.split(dataset, p.holdout_fraction, p.seed)
+    train_set, holdout = datasets.split(dataset, p.holdout_fraction, p.seed, stratify=not schema.regression)
     digest = tabular.table_hash(X, y)[:16] + f"-s{p.seed}-h{int(p.holdout_fraction * 100)}"
     manifest = {
         "source": source,
@@ -170,17 +173,26 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     """
     snap = read_snapshot(snapshot_path)
     labels = snap.labels
-    pipeline = build_pipeline(params.train, params.data.seed)
-    if snap.schema is not None:
-        pipeline = tabular.with_preprocessor(pipeline, tabular.Schema.from_dict(snap.schema))
+    schema = tabular.Schema.from_dict(snap.schema) if snap.schema is not None else None
+    numeric_target = schema is not None and schema.regression
+    task_type = regression.REGRESSION if numeric_target else regression.CLASSIFICATION
+    pipeline = build_pipeline(params.train, params.data.seed, task_type, params.tabular.log_target)
+    if schema is not None:
+        pipeline = tabular.with_preprocessor(pipeline, schema)
     pipeline = train(
         pipeline, snap.train.X, snap.train.y, augment_shifts=params.train.augment_shifts and snap.schema is None
     )
-    metrics = evaluate(pipeline, snap.holdout.X, snap.holdout.y, labels)
+    metrics: Any = (
+        regression.evaluate(pipeline, snap.holdout.X, snap.holdout.y)
+        if numeric_target
+        else evaluate(pipeline, snap.holdout.X, snap.holdout.y, labels)
+    )
     example = snap.holdout.X[:EXAMPLE_ROWS]
     task = "tabular" if snap.schema is not None else "image"
-    schema = tabular.Schema.from_dict(snap.schema) if snap.schema is not None else None
     compiled, compiled_note = _compile(pipeline, schema, snap.holdout.X)
+    extra_metadata: dict[str, Any] = {"task_type": task_type}
+    if numeric_target:
+        extra_metadata["interval"] = regression.interval(pipeline, snap.holdout.X, snap.holdout.y)
     version = registry.log_and_register(
         pipeline,
         params={
@@ -188,6 +200,8 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
             **{f"hp_{k}": v for k, v in params.train.hyperparameters.items()},
             "augment_shifts": params.train.augment_shifts and task == "image",
             "task": task,
+            "task_type": task_type,
+            "log_target": params.tabular.log_target if numeric_target else None,
             "seed": params.data.seed,
             "dataset_hash": snap.hash,
             "train_rows": len(snap.train),
@@ -198,21 +212,28 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
         X_train=snap.train.X,
         y_train=snap.train.y,
         input_example=example,
-        figures={"confusion_matrix.png": confusion_figure(metrics, labels)},
+        figures={} if numeric_target else {"confusion_matrix.png": confusion_figure(metrics, labels)},
         artifacts={
             PROFILE_ARTIFACT: snap.profile,
             "snapshot_manifest.json": snap.manifest,
             "holdout_metrics.json": metrics.as_dict(),
-            EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},
+            EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},  # values, for regression
             **({"schema.json": snap.schema} if snap.schema else {}),
         },
-        metadata={"task": task, "compiled": compiled_note, **({"schema": snap.schema} if snap.schema else {})},
+        metadata={
+            "task": task,
+            "compiled": compiled_note,
+            **extra_metadata,
+            **({"schema": snap.schema} if snap.schema else {}),
+        },
         model_files={serving.COMPILED_FILE: compiled} if compiled else None,
+        predict_fn="predict" if numeric_target else "predict_proba",
     )
     with tempfile.TemporaryDirectory() as tmp:
         files = provenance.digest(registry.download_version(version.version, Path(tmp)))
+    headline = {"holdout_r2": metrics.r2} if numeric_target else {"holdout_accuracy": metrics.accuracy}
     registry.tag_version(
-        version.version, {"holdout_accuracy": metrics.accuracy, "task": task, provenance.DIGEST_TAG: files}
+        version.version, {**headline, "task": task, "task_type": task_type, provenance.DIGEST_TAG: files}
     )
     record_event(
         db,
@@ -225,7 +246,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
         digest=files,
     )
     registry.set_alias(CHALLENGER, version.version)
-    return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, "accuracy": metrics.accuracy}
+    return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, **headline}
 
 
 def _compile(pipeline: Any, schema: tabular.Schema | None, holdout: Any) -> tuple[bytes | None, dict[str, Any]]:
@@ -259,9 +280,24 @@ def validate_and_promote(
         record_event(db, "rejected", model_name=name, version=version, outcome="rejected", reason=reason)
         log.warning("version %s %s", version, reason)
         return {"version": version, "outcome": "rejected", "reason": reason}
-    challenger_metrics = evaluate(challenger, snap.holdout.X, snap.holdout.y, labels)
-    metric = gate_metric(params.promotion.metric, snap.train.y)
-    baseline = baseline_metrics(snap.train.X, snap.train.y, snap.holdout.X, snap.holdout.y, labels)
+    numeric_target = snap.schema is not None and snap.schema.get("task_type") == regression.REGRESSION
+
+    def holdout_metrics(model: Any) -> Any:
+        if numeric_target:
+            return regression.evaluate(model, snap.holdout.X, snap.holdout.y)
+        return evaluate(model, snap.holdout.X, snap.holdout.y, labels)
+
+    challenger_metrics = holdout_metrics(challenger)
+    if numeric_target:
+        metric: str = "r2" if params.promotion.metric == "auto" else params.promotion.metric
+        if metric not in (*regression.LOWER_IS_BETTER, "r2"):
+            raise DataValidationError(
+                f"promotion.metric {metric} is for classes; a numeric target takes r2, rmse or mae"
+            )
+        baseline: Any = regression.baseline_metrics(snap.train.y, snap.holdout.X, snap.holdout.y)
+    else:
+        metric = gate_metric(params.promotion.metric, snap.train.y)
+        baseline = baseline_metrics(snap.train.X, snap.train.y, snap.holdout.X, snap.holdout.y, labels)
     if snap.schema is None:
         behaviour = behavioural_checks(
             challenger, snap.holdout.X[:EXAMPLE_ROWS], snap.holdout.X, snap.holdout.y, params.promotion.max_shift_drop
@@ -275,7 +311,7 @@ def validate_and_promote(
             f"the champion of {registry.config.model_name} is an {champion_info.tags.get('task', 'image')} model and "
             f"this snapshot is {task} data: give each task kind its own MODEL_NAME"
         )
-    champion_metrics: Metrics | None = None
+    champion_metrics: Any = None
     unverified = ""
     if champion_info is not None and champion_info.version != version:
         try:
@@ -284,7 +320,7 @@ def validate_and_promote(
                 cache_dir / f"v{champion_info.version}",
                 provenance.recorded(db, name, champion_info.version),
             )
-            champion_metrics = evaluate(champion, snap.holdout.X, snap.holdout.y, labels)
+            champion_metrics = holdout_metrics(champion)
         except provenance.ProvenanceError as exc:  # judged against the floor alone, and said so
             unverified = f" (the champion was not compared: {exc})"
             log.warning("champion not loaded: %s", exc)
@@ -315,8 +351,10 @@ def validate_and_promote(
             "validation_outcome": outcome,
             "validation_reason": decision.reason,
             "validation_dataset_hash": snap.hash,
-            "validation_accuracy": challenger_metrics.accuracy,
-            "validation_champion_accuracy": champion_metrics.accuracy if champion_metrics else None,
+            "validation_accuracy": None if numeric_target else challenger_metrics.accuracy,
+            "validation_champion_accuracy": None
+            if numeric_target or not champion_metrics
+            else champion_metrics.accuracy,
             "validation_metric": metric,
             "validation_score": challenger_metrics.score(metric),
             "validation_baseline_score": baseline.score(metric),

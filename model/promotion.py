@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from model.evaluate import Metrics
 from model.params import PromotionParams
+from model.regression import LOWER_IS_BETTER
+
+
+class Scored(Protocol):
+    """Holdout metrics of either prediction type (evaluate.Metrics, regression.RegressionMetrics)."""
+
+    def score(self, metric: str) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -15,15 +22,18 @@ class Decision:
 
 
 def decide_promotion(
-    challenger: Metrics,
-    champion: Metrics | None,
+    challenger: Scored,
+    champion: Scored | None,
     behaviour: dict[str, object],
     params: PromotionParams,
-    baseline: Metrics | None = None,
+    baseline: Scored | None = None,
     metric: str = "accuracy",
 ) -> Decision:
-    """Promote when the challenger beats the majority-class baseline by `min_lift` (and the floor, if
-    one is set), does not lose more than `max_regression` to the champion, and behaves.
+    """Promote when the challenger beats the trivial baseline (majority class, or the mean) by
+    `min_lift` (and the floor, if one is set), does not lose more than `max_regression` to the
+    champion, and behaves. For an error metric (rmse, mae: lower is better) both are shares: the
+    challenger must be `min_lift` below the baseline's error, and within `max_regression` above the
+    champion's.
 
     Every figure the decision used is in its reason, with the setting that would change it.
     """
@@ -31,17 +41,25 @@ def decide_promotion(
     if score is None:
         return Decision(False, f"rejected: holdout {metric} cannot be computed for this model (promotion.metric)")
     failures = []
+    lower = metric in LOWER_IS_BETTER
+    trivial = "mean predictor" if metric in (*LOWER_IS_BETTER, "r2") else "majority-class baseline"
     base = baseline.score(metric) if baseline is not None else None
-    if base is not None and score < base + params.min_lift:
+    if base is not None and (score > base * (1 - params.min_lift) if lower else score < base + params.min_lift):
         failures.append(
-            f"holdout {metric} {score:.4f} does not beat the majority-class baseline's {base:.4f} by "
-            f"promotion.min_lift={params.min_lift:g}"
+            f"holdout {metric} {score:.4f} does not beat the {trivial}'s {base:.4f} by "
+            f"promotion.min_lift={params.min_lift:g}{' (a share)' if lower else ''}"
         )
-    if params.min_accuracy is not None and score < params.min_accuracy:
+    if params.min_accuracy is not None and (score > params.min_accuracy if lower else score < params.min_accuracy):
         floor = params.min_accuracy
-        failures.append(f"holdout {metric} {score:.4f} is below the floor promotion.min_accuracy={floor:g}")
+        side = "above the ceiling" if lower else "below the floor"
+        failures.append(f"holdout {metric} {score:.4f} is {side} promotion.min_accuracy={floor:g}")
     best = champion.score(metric) if champion is not None else None
-    if best is not None and score < best - params.max_regression:
+    worse = (
+        best is not None and score > best * (1 + params.max_regression)
+        if lower
+        else best is not None and score < best - params.max_regression
+    )
+    if best is not None and worse:
         failures.append(
             f"holdout {metric} {score:.4f} loses more than promotion.max_regression={params.max_regression:g} "
             f"to the champion's {best:.4f}"

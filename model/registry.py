@@ -257,6 +257,7 @@ class Registry:
         artifacts: dict[str, dict[str, Any]],
         metadata: dict[str, Any] | None = None,
         model_files: dict[str, bytes] | None = None,
+        predict_fn: str = "predict_proba",
     ) -> VersionInfo:
         """One MLflow run: params, metrics, dataset input, figures, model; then a new registered version.
 
@@ -287,13 +288,14 @@ class Registry:
                 mlflow.log_figure(figure, name)
             for name, payload in artifacts.items():
                 mlflow.log_dict(payload, name)
-            # pyfunc serves predict_proba, as the app does: `mlflow models serve` answers the same numbers
+            # pyfunc serves what the app serves (a classifier's predict_proba, a regressor's predict), so
+            # `mlflow models serve` answers the same numbers
             model_args: dict[str, Any] = {
-                "signature": infer_signature(input_example, pipeline.predict_proba(input_example)),
+                "signature": infer_signature(input_example, getattr(pipeline, predict_fn)(input_example)),
                 "input_example": input_example,
                 "pip_requirements": _pip_requirements(),
                 "serialization_format": "cloudpickle",
-                "pyfunc_predict_fn": "predict_proba",
+                "pyfunc_predict_fn": predict_fn,
                 "metadata": metadata,
             }
             run_id = run.info.run_id

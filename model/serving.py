@@ -57,6 +57,10 @@ class Compiled:
     def predict_proba(self, X: Table) -> np.ndarray:
         return self.session.run(["probabilities"], self.feed(X))[0]  # type: ignore[no-any-return]
 
+    def predict(self, X: Table) -> np.ndarray:
+        """A regressor's values, one per row."""
+        return self.session.run(["variable"], self.feed(X))[0].reshape(-1)  # type: ignore[no-any-return]
+
     def feed(self, X: Table) -> dict[str, np.ndarray]:
         """The graph's inputs: the matrix itself, or a table's columns (NaN or None where missing)."""
         if isinstance(X, np.ndarray):
@@ -75,7 +79,7 @@ class Compiled:
 
 
 def compile_pipeline(pipeline: Any, text_columns: list[str] | None = None) -> bytes:
-    """The ONNX graph of a fitted classification Pipeline, as bytes.
+    """The ONNX graph of a fitted Pipeline (a classifier's probabilities, or a regressor's values), as bytes.
 
     A table's Pipeline (`text_columns` given, maybe empty) takes one input per column, text for those
     named, float64 for the others; an image Pipeline takes one float64 matrix. Raises CompileError
@@ -98,7 +102,8 @@ def compile_pipeline(pipeline: Any, text_columns: list[str] | None = None) -> by
         column = {True: StringTensorType([None, 1]), False: DoubleTensorType([None, 1])}
         types = [(c, column[c in text]) for c in pipeline.feature_names_in_]
     try:
-        onx = to_onnx(graph, initial_types=types, options={id(final): {"zipmap": False}}, target_opset=18)
+        options = {id(final): {"zipmap": False}} if hasattr(final, "classes_") else None
+        onx = to_onnx(graph, initial_types=types, options=options, target_opset=18)
     except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, ValueError... per step
         raise CompileError(f"skl2onnx cannot convert this Pipeline: {type(exc).__name__}: {str(exc)[:300]}") from exc
     return onx.SerializeToString()  # type: ignore[no-any-return]
@@ -118,14 +123,25 @@ def session(graph: bytes) -> Compiled:
 
 
 def check(compiled: Compiled, pipeline: Any, X: np.ndarray | pd.DataFrame) -> float:
-    """The largest difference from the Pipeline's probabilities on X; CompileError above TOLERANCE."""
-    expected = pipeline.predict_proba(X)
+    """The largest difference from the Pipeline's probabilities on X; CompileError above TOLERANCE.
+
+    A regressor's values are compared relative to their size: |difference| / max(1, |value|)."""
+    classifier = hasattr(pipeline, "classes_")
+    expected = pipeline.predict_proba(X) if classifier else np.asarray(pipeline.predict(X), dtype=np.float64)
     try:
-        got = compiled.predict_proba(X)
+        got = compiled.predict_proba(X) if classifier else compiled.predict(X)
     except Exception as exc:  # onnxruntime raises its own error types
         raise CompileError(f"the compiled graph failed on the probe rows: {type(exc).__name__}: {exc}") from exc
     if got.shape != expected.shape:
         raise CompileError(f"the compiled graph answers shape {got.shape}, scikit-learn {expected.shape}")
+    if not classifier:
+        relative = np.abs(got - expected) / np.maximum(1.0, np.abs(expected))
+        worst_value = float(relative.max()) if relative.size else 0.0
+        if not worst_value <= TOLERANCE:
+            raise CompileError(
+                f"the compiled graph differs from scikit-learn by {worst_value:.3g} (tolerance {TOLERANCE:g})"
+            )
+        return worst_value
     per_class = np.abs(got - expected).max(axis=0)
     worst = int(per_class.argmax())
     if not per_class[worst] <= TOLERANCE:  # NaN fails too

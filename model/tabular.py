@@ -60,6 +60,11 @@ class Schema:
     columns: list[Column] = field(default_factory=list)
     missing: Literal["impute", "refuse"] = "refuse"  # models from before the policy have no imputer
     id_columns: list[str] = field(default_factory=list)  # tabular.drop: kept beside batch results
+    task_type: Literal["classification", "regression"] = "classification"  # model/regression.py
+
+    @property
+    def regression(self) -> bool:
+        return self.task_type == "regression"
 
     @property
     def names(self) -> list[str]:
@@ -84,6 +89,7 @@ class Schema:
             "columns": [asdict(c) for c in self.columns],
             "missing": self.missing,
             "id_columns": self.id_columns,
+            "task_type": self.task_type,
         }
 
     @staticmethod
@@ -94,6 +100,7 @@ class Schema:
             columns=[Column(**c) for c in raw["columns"]],
             missing=raw.get("missing", "refuse"),
             id_columns=list(raw.get("id_columns", [])),
+            task_type=raw.get("task_type", "classification"),
         )
 
 
@@ -173,8 +180,9 @@ def example_wine() -> pd.DataFrame:
 # -- schema ---------------------------------------------------------------------------------------
 
 
-def infer_schema(frame: pd.DataFrame, params: TabularParams) -> Schema:
-    """Column kinds (declared, else inferred), categories and observed ranges of a raw table."""
+def infer_schema(frame: pd.DataFrame, params: TabularParams, task_type: str = "classification") -> Schema:
+    """Column kinds (declared, else inferred), categories and observed ranges of a raw table; the
+    classes when `task_type` (resolved by regression.infer_type) is classification."""
     target = params.target
     if target not in frame.columns:
         raise DataValidationError(
@@ -233,7 +241,14 @@ def infer_schema(frame: pd.DataFrame, params: TabularParams) -> Schema:
     if not columns:
         raise DataValidationError("the data has no feature columns besides the target")
     classes = sorted({_label(v) for v in frame[target][labelled] if str(v).strip() != ""}, key=_sort_key)
-    return Schema(target=target, classes=classes, columns=columns, missing=params.missing, id_columns=list(params.drop))
+    return Schema(
+        target=target,
+        classes=[] if task_type == "regression" else classes,
+        columns=columns,
+        missing=params.missing,
+        id_columns=list(params.drop),
+        task_type="regression" if task_type == "regression" else "classification",
+    )
 
 
 def row_number_columns(frame: pd.DataFrame) -> list[str]:
@@ -254,7 +269,7 @@ def drop_unlabelled(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, 
     if not schema.imputes or schema.target not in frame.columns:
         return frame, 0
     unlabelled = missing_mask(frame[schema.target])
-    return frame[~unlabelled].reset_index(drop=True), int(unlabelled.sum())
+    return frame[~unlabelled], int(unlabelled.sum())  # the index keeps each row's place in the file
 
 
 def enforce_schema(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
@@ -268,13 +283,17 @@ def enforce_schema(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, n
     labels = frame[schema.target]
     empty = np.flatnonzero(missing_mask(labels))
     if empty.size:
-        raise _row_error(schema.target, int(empty[0]), "is missing (it is the target)", empty.size)
+        raise _row_error(schema.target, int(frame.index[empty[0]]), "is missing (it is the target)", empty.size)
+    if schema.regression:
+        from model.regression import target_values
+
+        return X, target_values(labels, schema.target)
     y = np.array([_label(v) for v in labels], dtype=object)
     unknown = np.flatnonzero(~np.isin(y.astype(str), [str(c) for c in schema.classes]))
     if unknown.size:
         raise _row_error(
             schema.target,
-            int(unknown[0]),
+            int(frame.index[unknown[0]]),
             f"is {_shown(y[unknown[0]])}, not one of the classes {schema.classes}",
             unknown.size,
         )
@@ -310,12 +329,14 @@ def enforce_features(
                 if schema.imputes
                 else "fill it in or drop the row (or set tabular.missing: impute)"
             )
-            raise _row_error(column.name, int(empty[0]), f"is missing; {advice}", empty.size)
+            raise _row_error(column.name, int(frame.index[empty[0]]), f"is missing; {advice}", empty.size)
         if column.kind == NUMERIC:
             numbers = pd.to_numeric(values.where(~absent), errors="coerce").astype(np.float64)
             bad = np.flatnonzero(~np.isfinite(numbers.to_numpy()) & ~absent)
             if bad.size:
-                raise _row_error(column.name, int(bad[0]), f"is {_shown(text.iloc[bad[0]])}, not a number", bad.size)
+                raise _row_error(
+                    column.name, int(frame.index[bad[0]]), f"is {_shown(text.iloc[bad[0]])}, not a number", bad.size
+                )
             for bound, outside in (
                 (column.min, numbers < (column.min or 0)),
                 (column.max, numbers > (column.max or 0)),
@@ -324,7 +345,7 @@ def enforce_features(
                 if rows.size:
                     raise _row_error(
                         column.name,
-                        int(rows[0]),
+                        int(frame.index[rows[0]]),
                         f"is {numbers.iloc[rows[0]]:g}, outside the declared range [{column.min}, {column.max}]",
                         rows.size,
                     )
@@ -336,7 +357,7 @@ def enforce_features(
             if bad.size:
                 raise _row_error(
                     column.name,
-                    int(bad[0]),
+                    int(frame.index[bad[0]]),
                     f"is {_shown(text.iloc[bad[0]])}, not one of the allowed categories {sorted(allowed)} "
                     "(add it under tabular.categories in params.yaml, or delete the pinned schema to re-infer it)",
                     bad.size,
@@ -372,7 +393,18 @@ def check_compatible(pinned: Schema, inferred: Schema) -> None:
 def validate_table(
     X: pd.DataFrame, y: np.ndarray, schema: Schema, min_per_class: int, max_imbalance: float
 ) -> dict[str, Any]:
-    """Class counts and balance of a typed table, plus its duplicates and conflicting rows."""
+    """Class counts and balance of a typed table, plus its duplicates and conflicting rows (a numeric
+    target: its range, and duplicates; identical rows with different values are noise, not conflict)."""
+    if schema.regression:
+        keyed = X.astype(object).where(X.notna(), "<missing>").astype(str).agg("|".join, axis=1)
+        if len(y) < 2 * min_per_class:
+            raise DataValidationError(f"{len(y)} rows are too few to learn a number from and check it")
+        return {
+            "rows": len(X),
+            "target": {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean())},
+            "duplicates": int(len(X) - keyed.nunique()),
+            "columns": {c.name: c.kind for c in schema.columns},
+        }
     counts = {str(c): int(np.sum(y.astype(str) == str(c))) for c in schema.classes}
     short = [c for c, n in counts.items() if n < min_per_class]
     if short:
@@ -473,13 +505,18 @@ def reference_profile(X: pd.DataFrame, y: np.ndarray, schema: Schema, bins: int)
                     "missing": missing,
                 }
             )
-    return {
+    profile = {
         "kind": "tabular",
         "columns": columns,
         "labels": schema.classes,
         "label_counts": [int(np.sum(y.astype(str) == str(c))) for c in schema.classes],
         "rows": len(X),
     }
+    if schema.regression:
+        from model.regression import target_profile
+
+        profile["target"] = target_profile(np.asarray(y, dtype=np.float64), bins)
+    return profile
 
 
 def reference_counts(column: dict[str, Any]) -> np.ndarray:
@@ -536,5 +573,6 @@ def _names(names: list[Any], most: int = 30) -> str:
 
 
 def _row_error(column: str, index: int, problem: str, count: int) -> DataValidationError:
+    """`index`: the row's place in the file (0 is the first row under the header)."""
     more = f" ({count} rows have this problem)" if count > 1 else ""
     return DataValidationError(f"row {index + 1} (file line {index + 2}), column '{column}': value {problem}{more}")

@@ -52,6 +52,11 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         except provenance.ProvenanceError as exc:
             raise BatchRejected(str(exc)) from exc
         metadata = Model.load(str(path)).metadata or {}
+        if metadata.get("task_type") == "regression":
+            raise BatchRejected(
+                f"the champion (version {champion.version}) predicts a number: batch scoring of regression "
+                "models is not available yet; keep tabular.task_type: classification"
+            )
         if job.get("format") not in batches.TABLE_FORMATS + batches.IMAGE_FORMATS:
             raise BatchRejected(f"batch {batch_id} has an unknown format")
         try:
