@@ -43,7 +43,25 @@ class LoadedModel:
     task: str = "image"
     schema: Schema | None = None  # tabular models: the columns each row must carry
     compiled: serving.Compiled | None = None  # the same probabilities from onnxruntime (model/serving.py)
+    task_type: str = "classification"  # or regression (model/regression.py): a value, not a class
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def regression(self) -> bool:
+        return self.task_type == "regression"
+
+    def predict_values(self, X: Any) -> np.ndarray:
+        """A regressor's values, one per row."""
+        if self.compiled is not None:
+            return self.compiled.predict(X)
+        if isinstance(X, dict):
+            X = pd.DataFrame(X)
+        return np.asarray(self.pipeline.predict(X), dtype=np.float64)
+
+    def half_width(self) -> float | None:
+        """The served interval's half width: value +- this covers info['interval']['coverage'] of rows."""
+        interval = self.info.get("interval") or {}
+        return interval.get("half_width")
 
     def predict_proba(self, X: Any) -> np.ndarray:
         if self.compiled is not None:
@@ -246,18 +264,19 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
     if raw_example is None:
         raise ValueError(f"version {version} has no input example to smoke-test")
     metadata = meta.metadata or {}
-    if metadata.get("task_type") == "regression":  # issue #23: the API's answers are classes so far
-        raise ValueError(
-            f"version {version} predicts a number (tabular.task_type: regression), and this app serves "
-            "classifiers only so far: the registry keeps it, the app keeps serving what it has"
-        )
     task = str(metadata.get("task", "image"))
     schema = Schema.from_dict(metadata["schema"]) if metadata.get("schema") else None
     if task == "tabular" and schema is None:
         raise ValueError(f"version {version} is a tabular model without a schema in its MLmodel metadata")
     example = with_nan(raw_example) if task == "tabular" else np.asarray(raw_example, dtype=np.float64)
-    proba = pipeline.predict_proba(example)
-    if proba.shape[0] != len(example) or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
+    task_type = str(metadata.get("task_type", "classification"))
+    if task_type == "regression":
+        values = np.asarray(pipeline.predict(example), dtype=np.float64)
+        passed = values.shape == (len(example),) and bool(np.isfinite(values).all())
+    else:
+        proba = pipeline.predict_proba(example)
+        passed = proba.shape[0] == len(example) and bool(np.allclose(proba.sum(axis=1), 1.0, atol=1e-6))
+    if not passed:
         raise ValueError(f"version {version} failed its smoke test on the input example")
     signature = meta.signature.to_dict() if meta.signature else None
     probes = serving.table_probes(example, schema) if schema is not None else serving.image_probes(example)
@@ -269,16 +288,20 @@ def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> Lo
         "schema": schema.to_dict() if schema else None,
         "load_seconds": round(time.perf_counter() - started, 3),
         "serving": engine,
+        "task_type": task_type,
+        "interval": metadata.get("interval"),
+        "value_bins": metadata.get("value_bins"),
     }
     return LoadedModel(
         name=name,
         version=version,
         pipeline=pipeline,
-        labels=pipeline.classes_.tolist(),
+        labels=pipeline.classes_.tolist() if task_type != "regression" else [],
         info=full_info,
         task=task,
         schema=schema,
         compiled=compiled,
+        task_type=task_type,
     )
 
 

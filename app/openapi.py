@@ -56,12 +56,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["id", "label", "confidence", "probabilities"],
+                    "required": ["id"],
+                    "description": "a classifier answers label, confidence and probabilities; a regressor "
+                    "answers value and interval",
                     "properties": {
                         "id": {"type": "string", "format": "uuid"},
                         "label": _LABEL,
                         "confidence": {"type": "number"},
                         "probabilities": {"type": "array", "items": {"type": "number"}},
+                        "value": {"type": "number"},
+                        "interval": {
+                            "type": "array",
+                            "nullable": True,
+                            "items": {"type": "number"},
+                            "description": "a split-conformal interval around value (coverage in /model-info)",
+                        },
                     },
                 },
             },
@@ -71,6 +80,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "name": {"type": "string"},
                     "version": {"type": "string"},
                     "labels": {"type": "array", "items": _LABEL},
+                    "task_type": {"type": "string", "enum": ["classification", "regression"]},
                 },
             },
             "latency_ms": {"type": "number"},

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,33 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, 
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["ok"] = result["requests"] - result["non2xx"] - result["errors"]
     return result
+
+
+def alternate(
+    targets: dict[str, services.Service],
+    bodies: dict[str, tuple[Path, Any, str]],
+    concurrencies: list[int],
+    rounds: int,
+    duration: int,
+    after: Callable[[str, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """wrk against each target in turn (A B C A B C), per concurrency and round; prints each run."""
+    runs = []
+    for c in concurrencies:
+        for r in range(rounds):
+            for name, service in targets.items():
+                path, _, route = bodies[name]
+                res = wrk(service.url + route, path, c, duration)
+                res.update(target=name, concurrency=c, round=r)
+                runs.append(res)
+                if after is not None:
+                    after(name, res)
+                print(
+                    f"  c={c:<3} round {r} {name:<11} {res['rps']:8.0f} req/s  p50 {res['p50']:7.2f} ms"
+                    f"  p99 {res['p99']:7.2f} ms  errors {res['errors'] + res['non2xx']}",
+                    flush=True,
+                )
+    return runs
 
 
 class Bench:
@@ -261,21 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         db = client["bench"]
         baseline, baseline_logged = settled_count(db), logged_total(db)
         served_by_ours = 0
-        for c in concurrencies:
-            for r in range(rounds):
-                for name, service in targets.items():
-                    path, _, route = bodies[name]
-                    res = wrk(service.url + route, path, c, duration)
-                    res.update(target=name, concurrency=c, round=r)
-                    results["runs"].append(res)
-                    if name == "ours":  # the next server is timed once the log has caught up, not while it does
-                        served_by_ours += res["ok"]
-                        wait_logged(db, baseline_logged + served_by_ours, timeout=120)
-                    print(
-                        f"  c={c:<3} round {r} {name:<11} {res['rps']:8.0f} req/s  p50 {res['p50']:7.2f} ms"
-                        f"  p99 {res['p99']:7.2f} ms  errors {res['errors'] + res['non2xx']}",
-                        flush=True,
-                    )
+
+        def caught_up(name: str, res: dict[str, Any]) -> None:
+            nonlocal served_by_ours
+            if name == "ours":  # the next server is timed once the log has caught up, not while it does
+                served_by_ours += res["ok"]
+                wait_logged(db, baseline_logged + served_by_ours, timeout=120)
+
+        results["runs"] += alternate(targets, bodies, concurrencies, rounds, duration, caught_up)
 
         # batches of 1,000 rows, back to back from one client (wrk: the client's own JSON encoding is not timed)
         batch_file = workdir / "batch.json"

@@ -32,7 +32,7 @@ import pandas as pd
 import yaml
 from pymongo import MongoClient
 
-from bench.bench import RESULTS, ROOT, Bench, wrk
+from bench.bench import RESULTS, ROOT, Bench, alternate, wrk
 from model import lifecycle
 from model.ids import id_floor
 from model.params import load_params
@@ -150,18 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             response = requests.post(service.url + route, json=body, timeout=30)
             assert response.status_code == 200, (name, response.text)
             wrk(service.url + route, path, 4, 1)
-        for c in (1, 16):
-            for r in range(rounds):
-                for name, service in targets.items():
-                    path, _, route = bodies[name]
-                    res = wrk(service.url + route, path, c, duration)
-                    res.update(target=name, concurrency=c, round=r)
-                    results["runs"].append(res)
-                    print(
-                        f"  c={c:<3} round {r} {name:<7} {res['rps']:8.0f} req/s  p50 {res['p50']:7.2f} ms"
-                        f"  p99 {res['p99']:7.2f} ms  errors {res['errors'] + res['non2xx']}",
-                        flush=True,
-                    )
+        results["runs"] += alternate(targets, bodies, [1, 16], rounds, duration)
         bench.stop()  # the batch has the machine to itself, as a worker host would
         bench.procs.clear()
         mongo = bench.start(services.mongo(services.free_port(), str(workdir / "mongo"), workdir / "mongo.log"))

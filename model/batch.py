@@ -84,9 +84,19 @@ def prediction_ids(batch_id: str, created_at: datetime, n: int) -> list[str]:
     return derived_ids(batch_id, created_at, n)
 
 
-def result_table(batch: BatchInput, ids: list[str], labels: list[Any], confidences: list[float]) -> pd.DataFrame:
-    """The downloadable result: one row per input with its prediction id, label and confidence."""
-    out = pd.DataFrame({"row": batch.keys, "prediction_id": ids, "label": labels, "confidence": confidences})
+def result_table(batch: BatchInput, ids: list[str], outputs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The downloadable result: one row per input with its prediction id and answer (label and
+    confidence, or value and interval), then the input's columns."""
+    if outputs and "value" in outputs[0]:
+        intervals = [o["interval"] or [None, None] for o in outputs]
+        answer = {
+            "value": [o["value"] for o in outputs],
+            "interval_low": [i[0] for i in intervals],
+            "interval_high": [i[1] for i in intervals],
+        }
+    else:
+        answer = {"label": [o["label"] for o in outputs], "confidence": [o["confidence"] for o in outputs]}
+    out = pd.DataFrame({"row": batch.keys, "prediction_id": ids, **answer})
     if isinstance(batch.X, pd.DataFrame):
         out = pd.concat([out, batch.X.reset_index(drop=True)], axis=1)
     return out

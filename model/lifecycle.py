@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
+import pandas as pd
 from pymongo.database import Database
 
 from model import data as datasets
@@ -95,7 +96,10 @@ def ingest_table(params: Params, data_dir: Path, sources: SourcePolicy) -> dict[
     if numbering:
         log.info("dropping %s: it only numbers the rows", ", ".join(repr(c) for c in numbering))
         frame = frame.drop(columns=numbering)
-    task_type, why = regression.infer_type(frame[t.target][~tabular.missing_mask(frame[t.target])], t.task_type)
+    target = frame[t.target] if t.target in frame.columns else None  # absent: infer_schema says so
+    task_type, why = regression.infer_type(
+        target[~tabular.missing_mask(target)] if target is not None else pd.Series(dtype=object), t.task_type
+    )
     log.info("prediction type: %s (%s)", task_type, why)
     inferred = tabular.infer_schema(frame, t, task_type)
     pin = data_dir / "schemas" / f"{_slug(source)}--{_slug(t.target)}.json"
@@ -193,6 +197,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     extra_metadata: dict[str, Any] = {"task_type": task_type}
     if numeric_target:
         extra_metadata["interval"] = regression.interval(pipeline, snap.holdout.X, snap.holdout.y)
+        extra_metadata["value_bins"] = snap.profile["target"]["bin_edges"]  # /statistics' histogram of values
     version = registry.log_and_register(
         pipeline,
         params={
@@ -201,6 +206,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
             "augment_shifts": params.train.augment_shifts and task == "image",
             "task": task,
             "task_type": task_type,
+            "task_type_reason": (snap.manifest.get("validation") or {}).get("task_type", {}).get("why"),
             "log_target": params.tabular.log_target if numeric_target else None,
             "seed": params.data.seed,
             "dataset_hash": snap.hash,
@@ -214,7 +220,9 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
         input_example=example,
         figures={} if numeric_target else {"confusion_matrix.png": confusion_figure(metrics, labels)},
         artifacts={
-            PROFILE_ARTIFACT: snap.profile,
+            PROFILE_ARTIFACT: regression.with_predictions(snap.profile, pipeline, snap.holdout.X)
+            if numeric_target
+            else snap.profile,
             "snapshot_manifest.json": snap.manifest,
             "holdout_metrics.json": metrics.as_dict(),
             EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},  # values, for regression

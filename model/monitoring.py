@@ -74,9 +74,15 @@ def drift_check(
         }
     psis = column_psi(profile, X) if profile.get("kind") == "tabular" else feature_psi(profile, X)
     names = feature_names(profile)
-    counts = [int(sum(1 for v in labels if str(v) == str(label))) for label in profile["labels"]]
-    pvalue = label_shift_pvalue(profile["label_counts"], counts)
-    low_share = float(np.mean(np.asarray(confidences) < params.low_confidence))
+    if "target" in profile:  # regression: `labels` are predicted values, compared with the training target
+        from model.regression import value_psi
+
+        psis, names = [*psis, value_psi(profile["target"], labels)], [*names, "(predicted value)"]
+        counts, pvalue, low_share = [], 1.0, 0.0
+    else:
+        counts = [int(sum(1 for v in labels if str(v) == str(label))) for label in profile["labels"]]
+        pvalue = label_shift_pvalue(profile["label_counts"], counts)
+        low_share = float(np.mean(np.asarray(confidences) < params.low_confidence))
     max_psi = max(psis)
     worst = int(np.argmax(psis))
     over_alert = [j for j, v in enumerate(psis) if v > params.psi_alert]
@@ -120,6 +126,10 @@ def statistics_check(stats: dict[str, Any], params: MonitoringParams) -> dict[st
     accuracy = stats["feedback"]["accuracy"]
     if accuracy is not None and accuracy < params.min_feedback_accuracy:
         problems.append(f"feedback accuracy {accuracy:.2%} below {params.min_feedback_accuracy:.0%}")
+    for error in ("mae", "rmse"):  # regression: the live error from feedback, against its limit if one is set
+        value, limit = stats["feedback"].get(error), getattr(params, f"max_feedback_{error}")
+        if value is not None and limit is not None and value > limit:
+            problems.append(f"feedback {error.upper()} {value:.4g} over monitoring.max_feedback_{error}={limit:g}")
     return {
         "status": ALERT if problems else OK,
         "message": "; ".join(problems) or f"{stats['total']} predictions, error rate {stats['error_rate']:.2%}",

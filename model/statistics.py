@@ -20,6 +20,12 @@ CONFIDENCE_BUCKETS = 20  # 0.05 wide
 LATENCY_EDGES_MS = [0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, 5000]
 
 
+def value_bins(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Each value's bin among the training target's quantile edges (the outer bins are open)."""
+    inner = np.asarray(edges[1:-1], dtype=np.float64)
+    return np.searchsorted(inner, values, side="right")
+
+
 def latency_bucket(ms: float) -> int:
     for i, edge in enumerate(LATENCY_EDGES_MS):
         if ms <= edge:
@@ -60,9 +66,16 @@ def rollup_increments(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[st
             inc["rejected" if status is not None and status < 500 else "errors"] += 1
             continue
         inc["count"] += 1
-        inc[f"labels.{label_field(record['label'])}"] += 1
-        inc["confidence_sum"] += record["confidence"]
-        inc[f"confidence_hist.{confidence_bucket(record['confidence'])}"] += 1
+        if "value" in record:  # a regressor's answer: sums for the mean and spread of predicted values
+            inc["value_count"] += 1
+            inc["value_sum"] += record["value"]
+            inc["value_sq_sum"] += record["value"] ** 2
+            if record.get("value_bin") is not None:  # over the served version's value_bins (the target's)
+                inc[f"value_hist.{record['value_bin']}"] += 1
+        else:
+            inc[f"labels.{label_field(record['label'])}"] += 1
+            inc["confidence_sum"] += record["confidence"]
+            inc[f"confidence_hist.{confidence_bucket(record['confidence'])}"] += 1
         if record.get("latency_ms") is not None:  # batch rows have no request latency of their own
             inc["latency_sum_ms"] += record["latency_ms"]
             inc[f"latency_hist.{latency_bucket(record['latency_ms'])}"] += 1
@@ -145,6 +158,8 @@ def summarize(
     hour_latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # latency sum, timed count
     latency_hist = [0.0] * (len(LATENCY_EDGES_MS) + 1)
     confidence_hist = [0.0] * CONFIDENCE_BUCKETS
+    values = [0.0, 0.0, 0.0]  # count, sum, sum of squares of predicted values (regression)
+    value_hist: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))  # per version
     for doc in rollups:
         errors += int(doc.get("errors", 0))
         rejected += int(doc.get("rejected", 0))
@@ -157,8 +172,12 @@ def summarize(
         if "labels" in doc:
             for name, n in doc["labels"].items():
                 per_label[field_label(name)] += int(n)
-        else:  # written before rollups were per version: one document per label
+        elif "label" in doc:  # written before rollups were per version: one document per label
             per_label[str(doc["label"])] += count
+        for i, field in enumerate(("value_count", "value_sum", "value_sq_sum")):
+            values[i] += doc.get(field, 0.0)
+        for bucket, n in (doc.get("value_hist") or {}).items():
+            value_hist[str(doc["model_version"])][int(bucket)] += int(n)
         per_version[str(doc["model_version"])] += count
         version_confidence[str(doc["model_version"])] += doc.get("confidence_sum", 0.0)
         hour = doc["hour"]
@@ -193,12 +212,25 @@ def summarize(
             "p95": percentile(latency_hist, 0.95),
             "p99": percentile(latency_hist, 0.99),
         },
+        # regression: the mean and standard deviation of the predicted values
+        "values": _moments(*values),
+        # per model version: predicted values per bin of that version's value_bins (GET /model-info)
+        "per_version_value_histogram": {
+            v: [h.get(i, 0) for i in range(max(h) + 1)] for v, h in sorted(value_hist.items()) if h
+        },
         "feedback": {
             "count": labelled,
             "correct": correct,
             "accuracy": round(correct / labelled, 6) if labelled else None,
         },
     }
+
+
+def _moments(count: float, total: float, squares: float) -> dict[str, Any] | None:
+    if not count:
+        return None
+    mean = total / count
+    return {"count": int(count), "mean": round(mean, 6), "std": round(max(0.0, squares / count - mean**2) ** 0.5, 6)}
 
 
 def low_confidence_share(confidence_histogram: list[int], threshold: float) -> float | None:

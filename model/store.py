@@ -128,6 +128,14 @@ def window_statistics(db: Database, since: datetime, low_confidence: float = 0.5
     labelled = db[FEEDBACK].count_documents({"created_at": {"$gte": hour}})
     correct = db[FEEDBACK].count_documents({"created_at": {"$gte": hour}, "correct": True})
     stats = summarize(rollups, {"count": labelled, "correct": correct}, low_confidence)
+    errors = [  # a regressor's feedback carries the error made (true value - predicted value)
+        doc["error"]
+        for doc in db[FEEDBACK].find({"created_at": {"$gte": hour}, "error": {"$type": "number"}}, {"error": 1})
+    ]
+    if errors:
+        stats["feedback"]["accuracy"] = None
+        stats["feedback"]["mae"] = round(float(np.mean(np.abs(errors))), 6)
+        stats["feedback"]["rmse"] = round(float(np.sqrt(np.mean(np.square(errors)))), 6)
     stats["since"] = hour.isoformat()
     return stats
 

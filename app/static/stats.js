@@ -23,8 +23,9 @@ async function load() {
   const summary = document.getElementById('summary');
   if (!r.ok) { summary.innerHTML = `<span class="error">${escapeHtml(r.body.message)}</span>`; return; }
   const s = r.body;
-  summary.textContent = `${s.total} predictions, ${s.errors} errors (${(s.error_rate * 100).toFixed(2)}%), ${s.rejected ?? 0} refused, mean confidence ` +
-    (s.mean_confidence === null ? '–' : (s.mean_confidence * 100).toFixed(1) + '%');
+  summary.textContent = `${s.total} predictions, ${s.errors} errors (${(s.error_rate * 100).toFixed(2)}%), ${s.rejected ?? 0} refused, ` +
+    (s.values ? `predicted values: mean ${s.values.mean.toPrecision(4)}, standard deviation ${s.values.std.toPrecision(4)}`
+      : 'mean confidence ' + (s.mean_confidence === null ? '–' : (s.mean_confidence * 100).toFixed(1) + '%'));
 
   const hours = Object.keys(s.per_hour);
   bars('per-hour', hours.map(h => h.slice(5, 10) + ' ' + h.slice(11, 13) + 'h'), [
@@ -45,8 +46,17 @@ async function load() {
   const l = s.latency_ms;
   document.getElementById('latency').innerHTML = ['mean', 'p50', 'p95', 'p99']
     .map(k => `<tr><td>${k}</td><td>${l[k] === null ? '–' : l[k] + ' ms'}</td></tr>`).join('');
-  document.getElementById('feedback-accuracy').textContent = s.feedback.accuracy === null ? '–'
-    : `${(s.feedback.accuracy * 100).toFixed(1)}% (${s.feedback.count})`;
+  document.getElementById('feedback-accuracy').textContent = s.feedback.mae != null
+    ? `MAE ${s.feedback.mae.toPrecision(4)}, RMSE ${s.feedback.rmse.toPrecision(4)} (${s.feedback.count})`
+    : s.feedback.accuracy === null ? '–' : `${(s.feedback.accuracy * 100).toFixed(1)}% (${s.feedback.count})`;
+  const info = await api('/model-info');
+  const histogram = info.ok && (s.per_version_value_histogram || {})[info.body.version];
+  if (histogram && info.body.value_bins) {  // a regressor: the distribution of its predicted values
+    const e = info.body.value_bins, fmt = v => Number(v).toPrecision(3);
+    const names = e.slice(0, -1).map((low, i) => `${i ? fmt(low) : '<'}–${i < e.length - 2 ? fmt(e[i + 1]) : '>'}`);
+    document.getElementById('values-card').hidden = false;
+    bars('values', names, [{ label: 'predictions', data: names.map((_, i) => histogram[i] || 0), backgroundColor: '#12b76a' }]);
+  }
 
   const rep = await api('/monitoring/latest');
   const box = document.getElementById('report');

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import time
@@ -24,7 +25,7 @@ from app.openapi import documented, openapi_document
 from app.records import encode_rows
 from app.requests_log import request_id, request_started
 from model.ids import time_ordered_ids
-from model.statistics import request_increments
+from model.statistics import request_increments, value_bins
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
 
 bp = Blueprint("api", __name__)
@@ -99,7 +100,7 @@ def predict() -> Response:
     results, latency_ms, token = _predict_and_log(model, inputs, "predict", started)
     return jsonify(
         predictions=results,
-        model={"name": model.name, "version": model.version, "labels": model.labels},
+        model={"name": model.name, "version": model.version, "labels": model.labels, "task_type": model.task_type},
         latency_ms=latency_ms,
         feedback_token=token,
     )
@@ -138,6 +139,8 @@ def _predict_and_log(
     model: LoadedModel, inputs: Inputs, source: str, started: float, name: str | None = None
 ) -> tuple[list[dict[str, Any]], float, str | None]:
     """The predictions, the latency, and the token that lets the caller send feedback on them."""
+    if model.regression:
+        return _regress_and_log(model, inputs, source, started, name)
     proba = model.predict_proba(inputs.X)
     best = proba.argmax(axis=1)
     labels = [model.labels[i] for i in best.tolist()]
@@ -147,21 +150,9 @@ def _predict_and_log(
     probabilities = rounded.tolist()
     ids = time_ordered_ids(len(labels))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    settings = ext("settings")
     token = None
-    if settings.log_predictions:
-        now = datetime.now(UTC)
-        token = secrets.token_urlsafe(16)
-        common = {
-            "kind": "prediction",
-            "feedback_key": _feedback_key(token),
-            "ts": now,
-            "model_name": model.name,
-            "model_version": model.version,
-            "source": source,
-            "request_id": request_id(),
-        }
-        plog = ext("prediction_log")
+    if ext("settings").log_predictions:
+        token, common = _common(model, source)
         encoded = None
         if len(ids) >= _ENCODE_ALL_AT_ONCE and isinstance(inputs.X, np.ndarray) and name is None:
             columns = {"_id": ids, "input_hash": inputs.input_hashes, "features": inputs.X, "label": labels,
@@ -169,20 +160,65 @@ def _predict_and_log(
                        "latency_ms": np.full(len(ids), latency_ms)}  # fmt: skip
             encoded = encode_rows(PREDICTIONS, common, columns, len(ids))
         if encoded is not None:
-            rollups = request_increments(now, model.name, model.version, model.labels, best, confidence, latency_ms)
-            plog.submit_encoded(PREDICTIONS, encoded[0], encoded[1], ids, rollups)
+            rollups = request_increments(
+                common["ts"], model.name, model.version, model.labels, best, confidence, latency_ms
+            )
+            ext("prediction_log").submit_encoded(PREDICTIONS, encoded[0], encoded[1], ids, rollups)
         else:
-            plog.submit(_records(common, inputs, name, ids, labels, confidences, probabilities, latency_ms,
-                                 settings.store_images))  # fmt: skip
-    metrics = ext("metrics")
-    metrics.latency.labels(source).observe(latency_ms / 1000)
-    for label, count in Counter(labels).items():
-        metrics.predictions.labels(str(label), model.version).inc(count)
+            outputs = [{"label": label, "confidence": c, "probabilities": p}
+                       for label, c, p in zip(labels, confidences, probabilities, strict=True)]  # fmt: skip
+            ext("prediction_log").submit(_records(common, inputs, name, ids, outputs, latency_ms))
+    _observe(source, latency_ms, model.version, labels)
     results = [
         {"id": i, "label": label, "confidence": c, "probabilities": p}
         for i, label, c, p in zip(ids, labels, confidences, probabilities, strict=True)
     ]
     return results, latency_ms, token
+
+
+def _regress_and_log(
+    model: LoadedModel, inputs: Inputs, source: str, started: float, name: str | None
+) -> tuple[list[dict[str, Any]], float, str | None]:
+    """A regressor's values, each with the model's conformal interval (model/regression.py)."""
+    values = model.predict_values(inputs.X)
+    half = model.half_width()
+    edges = model.info.get("value_bins")
+    bins = value_bins(values, edges).tolist() if edges else [None] * len(values)
+    outputs = [
+        {"value": round(v, 6), "interval": None if half is None else [round(v - half, 6), round(v + half, 6)],
+         "value_bin": b}
+        for v, b in zip(values.tolist(), bins, strict=True)
+    ]  # fmt: skip
+    ids = time_ordered_ids(len(outputs))
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    token = None
+    if ext("settings").log_predictions:
+        token, common = _common(model, source)
+        ext("prediction_log").submit(_records(common, inputs, name, ids, outputs, latency_ms))
+    _observe(source, latency_ms, model.version, ["(value)"] * len(ids))
+    answers = [{"id": i, "value": o["value"], "interval": o["interval"]} for i, o in zip(ids, outputs, strict=True)]
+    return answers, latency_ms, token
+
+
+def _common(model: LoadedModel, source: str) -> tuple[str, dict[str, Any]]:
+    """A request's feedback token, and what every record of the request shares."""
+    token = secrets.token_urlsafe(16)
+    return token, {
+        "kind": "prediction",
+        "feedback_key": _feedback_key(token),
+        "ts": datetime.now(UTC),
+        "model_name": model.name,
+        "model_version": model.version,
+        "source": source,
+        "request_id": request_id(),
+    }
+
+
+def _observe(source: str, latency_ms: float, version: str, labels: list[Any]) -> None:
+    metrics = ext("metrics")
+    metrics.latency.labels(source).observe(latency_ms / 1000)
+    for label, count in Counter(labels).items():
+        metrics.predictions.labels(str(label), version).inc(count)
 
 
 def _feedback_key(token: str) -> str:
@@ -195,14 +231,13 @@ def _records(
     inputs: Inputs,
     name: str | None,
     ids: list[str],
-    labels: list[Any],
-    confidences: list[float],
-    probabilities: list[list[float]],
+    outputs: list[dict[str, Any]],
     latency_ms: float,
-    store_images: bool,
 ) -> list[dict[str, Any]]:
-    """One prediction-log record per row: metadata, the input features and the outputs."""
+    """One prediction-log record per row: metadata, the input features and the row's outputs (a label,
+    its confidence and probabilities; or a value and its interval)."""
     rows = inputs.rows if inputs.rows is not None else inputs.X.tolist()
+    store_images = ext("settings").store_images
     records = []
     for i, record_id in enumerate(ids):
         record = {
@@ -210,9 +245,7 @@ def _records(
             **common,
             "input_hash": inputs.input_hashes[i],
             "features": rows[i],
-            "label": labels[i],
-            "confidence": confidences[i],
-            "probabilities": probabilities[i],
+            **outputs[i],
             "latency_ms": latency_ms,
         }
         if name is not None:
@@ -250,8 +283,10 @@ def post_feedback(prediction_id: str) -> Response:
     """Feedback becomes training data, so only whoever got the prediction (its `feedback_token`) or an
     operator (ADMIN_TOKEN) may label it: an API key alone reads and predicts, it does not teach."""
     body = json_body(request)
-    label = body.get("label")
     model = ext("models").current
+    if model is not None and model.regression:
+        return _value_feedback(prediction_id, body)
+    label = body.get("label")
     allowed = model.labels if model else list(range(10))
     if isinstance(label, bool) or not isinstance(label, int | str) or label not in allowed:
         raise InvalidInput(f"label must be one of {allowed}, got {label!r}", field="label")
@@ -270,6 +305,29 @@ def post_feedback(prediction_id: str) -> Response:
     }
     ext("prediction_log").submit([doc], collection=FEEDBACK)
     return jsonify(prediction_id=prediction_id, label=label, correct=doc["correct"])
+
+
+def _value_feedback(prediction_id: str, body: dict[str, Any]) -> Response:
+    """A regressor's prediction is taught its true value; the record keeps the error made."""
+    value = body.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f'send the true value as a finite number, {{"value": 12.5}}; got {value!r}', field="value")
+    record = _find_prediction(prediction_id)
+    _check_feedback_right(record, body.get("token"))
+    predicted = record.get("value")
+    doc = {
+        "_id": prediction_id,
+        "prediction_id": prediction_id,
+        "value": float(value),
+        "predicted_value": predicted,
+        "error": None if predicted is None else float(value) - float(predicted),
+        "model_name": record.get("model_name"),
+        "model_version": record.get("model_version"),
+        "features": record.get("features"),
+        "created_at": datetime.now(UTC),
+    }
+    ext("prediction_log").submit([doc], collection=FEEDBACK)
+    return jsonify(prediction_id=prediction_id, value=doc["value"], error=doc["error"])
 
 
 def _check_feedback_right(record: dict[str, Any], token: Any) -> None:

@@ -17,7 +17,7 @@ from model import provenance, serving
 from model.batch import batch_file
 from model.errors import DataValidationError
 from model.registry import CHAMPION
-from model.statistics import rollup_increments
+from model.statistics import rollup_increments, value_bins
 from model.store import BATCHES, apply_rollups, insert_predictions, update_batch
 from model.tabular import Schema
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
@@ -52,11 +52,6 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         except provenance.ProvenanceError as exc:
             raise BatchRejected(str(exc)) from exc
         metadata = Model.load(str(path)).metadata or {}
-        if metadata.get("task_type") == "regression":
-            raise BatchRejected(
-                f"the champion (version {champion.version}) predicts a number: batch scoring of regression "
-                "models is not available yet; keep tabular.task_type: classification"
-            )
         if job.get("format") not in batches.TABLE_FORMATS + batches.IMAGE_FORMATS:
             raise BatchRejected(f"batch {batch_id} has an unknown format")
         try:
@@ -87,9 +82,8 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         n = len(inputs.rows)
         update_batch(db, batch_id, rows=n, model_version=champion.version, model_name=settings.model_name)
         ids = batches.prediction_ids(batch_id, job["created_at"], n)
-        labels: list[Any] = []
-        confidences: list[float] = []
-        classes = np.asarray(pipeline.classes_)
+        answers = _answers(scorer, pipeline, metadata)
+        outputs: list[dict[str, Any]] = []
         base = {
             "kind": "prediction",
             "ts": job["created_at"],  # the time its ids carry: a retried run writes the same records
@@ -103,23 +97,16 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
             for start in range(0, n, CHUNK_ROWS):
                 stop = min(start + CHUNK_ROWS, n)
                 chunk = inputs.X.iloc[start:stop] if hasattr(inputs.X, "iloc") else inputs.X[start:stop]
-                proba = scorer.predict_proba(chunk)
-                best = proba.argmax(axis=1)
-                chunk_labels = classes[best].tolist()
-                chunk_conf = proba[np.arange(len(best)), best].tolist()
-                rounded = proba.round(6).tolist()
+                answered = answers(chunk)
                 records = [
-                    {"_id": ids[i], **base, "row": inputs.keys[i], "features": inputs.rows[i],
-                     "label": chunk_labels[i - start], "confidence": chunk_conf[i - start],
-                     "probabilities": rounded[i - start]}
+                    {"_id": ids[i], **base, "row": inputs.keys[i], "features": inputs.rows[i], **answered[i - start]}
                     for i in range(start, stop)
                 ]  # fmt: skip
                 writer.write(start, records)  # MongoDB stores this chunk while the next one is scored
-                labels.extend(chunk_labels)
-                confidences.extend(chunk_conf)
+                outputs.extend(answered)
         stored = writer.stored
         folder = batch_file(settings.batches_dir, batch_id, "result.csv").parent
-        result = _write_result(folder, batches.result_table(inputs, ids, labels, confidences))
+        result = _write_result(folder, batches.result_table(inputs, ids, outputs))
         summary = {
             "status": SUCCEEDED,
             "rows": n,
@@ -127,13 +114,50 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
             "model_version": champion.version,
             "result_path": str(result),
             "finished_at": datetime.now(UTC),
-            "label_counts": {
-                str(k): int(v)
-                for k, v in zip(*np.unique(np.asarray(labels, dtype=str), return_counts=True), strict=True)
-            },
+            **_summary(outputs),
         }
         update_batch(db, batch_id, **summary)
         return {k: v for k, v in summary.items() if k != "finished_at"}
+
+
+def _answers(scorer: Any, pipeline: Any, metadata: dict[str, Any]) -> Any:
+    """A function from a chunk of rows to each row's outputs, as the prediction record stores them."""
+    if metadata.get("task_type") == "regression":
+        half = (metadata.get("interval") or {}).get("half_width")
+        edges = metadata.get("value_bins")
+
+        def values(chunk: Any) -> list[dict[str, Any]]:
+            predicted = np.asarray(scorer.predict(chunk), dtype=np.float64).round(6)
+            bins = value_bins(predicted, edges).tolist() if edges else [None] * len(predicted)
+            return [
+                {"value": v, "interval": None if half is None else [round(v - half, 6), round(v + half, 6)],
+                 "value_bin": b}
+                for v, b in zip(predicted.tolist(), bins, strict=True)
+            ]  # fmt: skip
+
+        return values
+    classes = np.asarray(pipeline.classes_)
+
+    def classes_of(chunk: Any) -> list[dict[str, Any]]:
+        proba = scorer.predict_proba(chunk)
+        best = proba.argmax(axis=1)
+        labels, confidence = classes[best].tolist(), proba[np.arange(len(best)), best].tolist()
+        rounded = proba.round(6).tolist()
+        return [
+            {"label": label, "confidence": c, "probabilities": p}
+            for label, c, p in zip(labels, confidence, rounded, strict=True)
+        ]
+
+    return classes_of
+
+
+def _summary(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the batch document says of its answers: label counts, or the predicted values' range."""
+    if outputs and "value" in outputs[0]:
+        values = np.asarray([o["value"] for o in outputs], dtype=np.float64)
+        return {"values": {"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max())}}
+    labels = np.asarray([str(o["label"]) for o in outputs], dtype=str)
+    return {"label_counts": {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True), strict=True)}}
 
 
 class _Writer:

@@ -54,9 +54,12 @@ def check_champion(settings: Settings) -> dict[str, Any]:
     example: Any = Model.load(str(path)).load_input_example(str(path))
     if not hasattr(example, "columns"):  # image models: a plain array; tables keep their DataFrame
         example = np.asarray(example, dtype=np.float64)
-    proba = pipeline.predict_proba(example)
-    if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
-        raise CheckFailed(f"champion v{champion.version} gives invalid probabilities on its input example")
+    if hasattr(pipeline, "classes_"):
+        proba = pipeline.predict_proba(example)
+        if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
+            raise CheckFailed(f"champion v{champion.version} gives invalid probabilities on its input example")
+    elif not np.isfinite(np.asarray(pipeline.predict(example), dtype=np.float64)).all():
+        raise CheckFailed(f"champion v{champion.version} gives values that are not finite on its input example")
     got = pipeline.predict(example).tolist()
     try:
         expected = registry.run_json(champion.run_id, EXAMPLE_PREDICTIONS_ARTIFACT)["labels"]
@@ -127,7 +130,7 @@ def check_drift(settings: Settings) -> dict[str, Any]:
             mongo.get_conn()[PREDICTIONS]
             .find(
                 {"_id": {"$gte": id_floor(since)}, "ts": {"$gte": since}, "kind": "prediction"},
-                {"features": 1, "label": 1, "confidence": 1, "_id": 0},
+                {"features": 1, "label": 1, "confidence": 1, "value": 1, "_id": 0},
             )
             .sort("_id", -1)  # ids are time-ordered: the newest rows through the _id index
             .limit(MAX_DRIFT_ROWS)
@@ -140,7 +143,10 @@ def check_drift(settings: Settings) -> dict[str, Any]:
         width = len(profile["feature_histograms"])
         rows = [doc for doc in docs if isinstance(doc.get("features"), list) and len(doc["features"]) == width]
         X = np.asarray([r["features"] for r in rows], dtype=np.float64).reshape(-1, width)
-    result = monitoring.drift_check(profile, X, [r["label"] for r in rows], [r["confidence"] for r in rows], params)
+    if "target" in profile:  # a regressor: drift of the predicted values against the training target
+        result = monitoring.drift_check(profile, X, [r.get("value") for r in rows], [], params)
+    else:
+        result = monitoring.drift_check(profile, X, [r["label"] for r in rows], [r["confidence"] for r in rows], params)
     return {**result, "champion_version": champion.version}
 
 
