@@ -18,10 +18,11 @@ pytestmark = [
 ]
 
 
-def test_tiny_benchmark_prints_its_table_and_loses_nothing():
-    before = set((ROOT / "bench" / "results").glob("*.json"))
+def run_tiny(module: str, prefix: str, *args: str) -> tuple[str, dict]:
+    """Run `python -m <module> --tiny <args>`; its stdout and the one results file it wrote."""
+    before = set((ROOT / "bench" / "results").glob(f"{prefix}-*.json"))
     result = subprocess.run(
-        [sys.executable, "-m", "bench.bench", "--tiny", "--concurrency", "1,4", "--log-docs", "2000"],
+        [sys.executable, "-m", module, "--tiny", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -29,11 +30,15 @@ def test_tiny_benchmark_prints_its_table_and_loses_nothing():
         timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for needle in ("vs mlflow", "batches of 1,000 rows", "/statistics over", "lost 0"):
-        assert needle in result.stdout, needle
-    written = set((ROOT / "bench" / "results").glob("*.json")) - before
+    written = set((ROOT / "bench" / "results").glob(f"{prefix}-*.json")) - before
     assert len(written) == 1
-    data = json.loads(written.pop().read_text())
+    return result.stdout, json.loads(written.pop().read_text())
+
+
+def test_tiny_benchmark_prints_its_table_and_loses_nothing():
+    stdout, data = run_tiny("bench.bench", "bench", "--concurrency", "1,4", "--log-docs", "2000")
+    for needle in ("vs mlflow", "batches of 1,000 rows", "/statistics over", "lost 0"):
+        assert needle in stdout, needle
     assert {"ours@1", "mlflow@1", "ours_nolog@1", "ours@4"} <= set(data["summary"])
     assert data["log_check"]["lost"] == 0 and data["log_check"]["served"] > 0
     assert all(row["errors"] == 0 for row in data["summary"].values())
@@ -41,19 +46,8 @@ def test_tiny_benchmark_prints_its_table_and_loses_nothing():
 
 
 def test_tiny_table_benchmark_serves_compiled_and_logs_every_batch_row():
-    before = set((ROOT / "bench" / "results").glob("tables-*.json"))
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.tables", "--tiny", "--batch-rows", "12000"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "mlflow models serve" in result.stdout and "rows/s end to end" in result.stdout
-    written = set((ROOT / "bench" / "results").glob("tables-*.json")) - before
-    data = json.loads(written.pop().read_text())
+    stdout, data = run_tiny("bench.tables", "tables", "--batch-rows", "12000")
+    assert "mlflow models serve" in stdout and "rows/s end to end" in stdout
     assert data["serving"]["engine"] == "onnxruntime", data["serving"]
     assert {"ours@1", "mlflow@1", "ours@16", "mlflow@16"} == set(data["summary"])
     assert all(row["errors"] == 0 for row in data["summary"].values())
