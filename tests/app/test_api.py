@@ -23,7 +23,8 @@ def test_predict_instances_batch(client, app, db, champion):
     response = client.post("/predict", json={"instances": rows.tolist()}, headers={"X-Request-ID": "req-1"})
     assert response.status_code == 200, response.json
     body = response.json
-    assert body["model"] == {"name": champion["model_name"], "version": champion["version"], "labels": list(range(10))}
+    assert body["model"] == {"name": champion["model_name"], "version": champion["version"], "labels": list(range(10)),
+                             "task_type": "classification"}  # fmt: skip
     labels = [p["label"] for p in body["predictions"]]
     assert np.mean(np.array(labels) == DIGITS.y[:20]) >= 0.9
     first = body["predictions"][0]

@@ -14,7 +14,7 @@ def test_generated_requests_find_no_server_error(served_app, tmp_path):
     result = subprocess.run(
         [
             str(services.BIN / "schemathesis"), "run", f"{served_app.url}/openapi.json",
-            "--checks", CHECKS, "--max-examples", "50", "--seed", "1", "--request-timeout", "20", "--no-color",
+            "--checks", CHECKS, "--max-examples", "40", "--seed", "1", "--request-timeout", "20", "--no-color",
         ],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache stays out of the tree
     )  # fmt: skip
@@ -23,5 +23,5 @@ def test_generated_requests_find_no_server_error(served_app, tmp_path):
     assert result.returncode == 0, result.stdout[-4000:]
     assert match, result.stdout[-2000:]
     generated, passed = int(match.group(1)), int(match.group(2))
-    assert generated >= 300, f"only {generated} generated requests"
+    assert generated >= 240, f"only {generated} generated requests"
     assert passed == generated

@@ -131,9 +131,12 @@ def test_a_tabular_model_is_served_with_its_schema(wine_app, wine_champion, mong
     assert 'name="alcohol"' in page and '<option value="north">' in page, "the form comes from the signature"
 
 
-def test_a_batch_of_10000_rows_is_scored_and_logged(wine_app, dagbag, mongo_client, wine_champion):
+ROWS = 7_000  # two chunks (CHUNK_ROWS is 5,000), the second one partial
+
+
+def test_a_batch_of_several_chunks_is_scored_and_logged(wine_app, dagbag, mongo_client, wine_champion):
     client = wine_app.test_client()
-    upload = rows(10_000).to_csv(index=False).encode()
+    upload = rows(ROWS).to_csv(index=False).encode()
     response = client.post("/batches", data={"file": (io.BytesIO(upload), "wine.csv")})
     assert response.status_code == 202, response.get_json()
     batch_id = response.get_json()["id"]
@@ -145,17 +148,17 @@ def test_a_batch_of_10000_rows_is_scored_and_logged(wine_app, dagbag, mongo_clie
     assert run.state == "success"
     status = client.get(f"/batches/{batch_id}").get_json()
     assert status["status"] == "succeeded", status
-    assert status["rows"] == status["scored"] == 10_000 and status["model_version"] == wine_champion.version
+    assert status["rows"] == status["scored"] == ROWS and status["model_version"] == wine_champion.version
     predictions = mongo_client[DB].predictions
-    assert predictions.count_documents({"batch_id": batch_id, "source": "batch"}) == 10_000
+    assert predictions.count_documents({"batch_id": batch_id, "source": "batch"}) == ROWS
     result = pd.read_csv(io.BytesIO(client.get(f"/batches/{batch_id}/result").data))
-    assert len(result) == 10_000 and result["prediction_id"].is_unique
+    assert len(result) == ROWS and result["prediction_id"].is_unique
     assert predictions.count_documents({"_id": {"$in": result["prediction_id"].head(100).tolist()}}) == 100
-    assert np.allclose(result["alcohol"], rows(10_000)["alcohol"])
+    assert np.allclose(result["alcohol"], rows(ROWS)["alcohol"])
 
     rerun = dagbag.get_dag("score_batch").test(run_conf=wine_app.extensions["triggered"][-1])
     assert rerun.state == "success"
-    assert predictions.count_documents({"batch_id": batch_id}) == 10_000, "a re-run duplicates nothing"
+    assert predictions.count_documents({"batch_id": batch_id}) == ROWS, "a re-run duplicates nothing"
 
 
 def test_a_failing_batch_ends_failed_with_its_reason(wine_app, dagbag):
