@@ -254,7 +254,8 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
         digest=files,
     )
     registry.set_alias(CHALLENGER, version.version)
-    return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, **headline}
+    score = {"r2": metrics.r2} if numeric_target else {"accuracy": metrics.accuracy}
+    return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, **score}
 
 
 def _compile(pipeline: Any, schema: tabular.Schema | None, holdout: Any) -> tuple[bytes | None, dict[str, Any]]:
