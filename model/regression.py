@@ -110,10 +110,9 @@ def interval(model: Any, X: Any, y: np.ndarray, coverage: float = COVERAGE) -> d
 
 def target_profile(y: np.ndarray, bins: int) -> dict[str, Any]:
     """Quantile bins of the training target: what drift on the predicted values is measured against."""
-    edges = np.unique(np.quantile(y, np.linspace(0, 1, bins + 1))) if len(y) else np.zeros(1)
-    if edges.size < 2:
-        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-    counts = np.histogram(np.clip(y, edges[0], edges[-1]), bins=edges)[0]
+    from model.tabular import quantile_histogram
+
+    edges, counts = quantile_histogram(y, bins)
     return {
         "bin_edges": edges.tolist(),
         "counts": counts.tolist(),

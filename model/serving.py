@@ -68,12 +68,11 @@ class Compiled:
         feed = {}
         for name, text in self.inputs:
             column = X[name]
-            values = column.to_numpy(dtype=object) if isinstance(column, pd.Series) else column
             if text:
-                values = np.array(values, dtype=object)
+                values = np.array(column, dtype=object)
                 values[pd.isna(values)] = TEXT_MISSING
-            else:
-                values = np.asarray(values, dtype=np.float64)
+            else:  # a float64 Series or array passes through without a copy
+                values = np.asarray(column, dtype=np.float64)
             feed[name] = values.reshape(-1, 1)
         return feed
 

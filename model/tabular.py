@@ -479,11 +479,7 @@ def reference_profile(X: pd.DataFrame, y: np.ndarray, schema: Schema, bins: int)
         values = X[column.name]
         missing = int(values.isna().sum())
         if column.kind == NUMERIC:
-            present = values.dropna().to_numpy(dtype=np.float64)
-            edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1))) if present.size else np.zeros(1)
-            if edges.size < 2:
-                edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-            counts = np.histogram(np.clip(present, edges[0], edges[-1]), bins=edges)[0]
+            edges, counts = quantile_histogram(values.dropna().to_numpy(dtype=np.float64), bins)
             columns.append(
                 {
                     "name": column.name,
@@ -517,6 +513,14 @@ def reference_profile(X: pd.DataFrame, y: np.ndarray, schema: Schema, bins: int)
 
         profile["target"] = target_profile(np.asarray(y, dtype=np.float64), bins)
     return profile
+
+
+def quantile_histogram(values: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile bin edges of `values` (at least one bin, even for a constant) and the counts in them."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1))) if values.size else np.zeros(1)
+    if edges.size < 2:
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    return edges, np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0]
 
 
 def reference_counts(column: dict[str, Any]) -> np.ndarray:
