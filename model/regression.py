@@ -108,6 +108,22 @@ def interval(model: Any, X: Any, y: np.ndarray, coverage: float = COVERAGE) -> d
     }
 
 
+def answers(values: np.ndarray, half_width: float | None, edges: list[float] | None) -> list[dict[str, Any]]:
+    """Each value as a prediction record stores it: rounded, its interval, and its bin among `edges`
+    (the training target's, for /statistics' histogram). One shape for the app and batch scoring."""
+    from model.statistics import value_bins
+
+    bins = value_bins(values, edges).tolist() if edges else [None] * len(values)
+    return [
+        {
+            "value": round(v, 6),
+            "interval": None if half_width is None else [round(v - half_width, 6), round(v + half_width, 6)],
+            "value_bin": b,
+        }
+        for v, b in zip(np.asarray(values, dtype=np.float64).tolist(), bins, strict=True)
+    ]
+
+
 def target_profile(y: np.ndarray, bins: int) -> dict[str, Any]:
     """Quantile bins of the training target: what drift on the predicted values is measured against."""
     from model.tabular import quantile_histogram

@@ -24,8 +24,9 @@ from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
 from app.records import encode_rows
 from app.requests_log import request_id, request_started
+from model import regression
 from model.ids import time_ordered_ids
-from model.statistics import request_increments, value_bins
+from model.statistics import request_increments
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
 
 bp = Blueprint("api", __name__)
@@ -180,15 +181,7 @@ def _regress_and_log(
     model: LoadedModel, inputs: Inputs, source: str, started: float, name: str | None
 ) -> tuple[list[dict[str, Any]], float, str | None]:
     """A regressor's values, each with the model's conformal interval (model/regression.py)."""
-    values = model.predict_values(inputs.X)
-    half = model.half_width()
-    edges = model.info.get("value_bins")
-    bins = value_bins(values, edges).tolist() if edges else [None] * len(values)
-    outputs = [
-        {"value": round(v, 6), "interval": None if half is None else [round(v - half, 6), round(v + half, 6)],
-         "value_bin": b}
-        for v, b in zip(values.tolist(), bins, strict=True)
-    ]  # fmt: skip
+    outputs = regression.answers(model.predict_values(inputs.X), model.half_width(), model.info.get("value_bins"))
     ids = time_ordered_ids(len(outputs))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     token = None

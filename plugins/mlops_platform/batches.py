@@ -13,11 +13,11 @@ import numpy as np
 
 from config.settings import Settings
 from model import batch as batches
-from model import provenance, serving
+from model import provenance, regression, serving
 from model.batch import batch_file
 from model.errors import DataValidationError
 from model.registry import CHAMPION
-from model.statistics import rollup_increments, value_bins
+from model.statistics import rollup_increments
 from model.store import BATCHES, apply_rollups, insert_predictions, update_batch
 from model.tabular import Schema
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
@@ -124,16 +124,9 @@ def _answers(scorer: Any, pipeline: Any, metadata: dict[str, Any]) -> Any:
     """A function from a chunk of rows to each row's outputs, as the prediction record stores them."""
     if metadata.get("task_type") == "regression":
         half = (metadata.get("interval") or {}).get("half_width")
-        edges = metadata.get("value_bins")
 
         def values(chunk: Any) -> list[dict[str, Any]]:
-            predicted = np.asarray(scorer.predict(chunk), dtype=np.float64).round(6)
-            bins = value_bins(predicted, edges).tolist() if edges else [None] * len(predicted)
-            return [
-                {"value": v, "interval": None if half is None else [round(v - half, 6), round(v + half, 6)],
-                 "value_bin": b}
-                for v, b in zip(predicted.tolist(), bins, strict=True)
-            ]  # fmt: skip
+            return regression.answers(scorer.predict(chunk), half, metadata.get("value_bins"))
 
         return values
     classes = np.asarray(pipeline.classes_)
