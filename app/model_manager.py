@@ -16,59 +16,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from pymongo.database import Database
 
-from model import provenance, serving
-from model.registry import CHAMPION, Registry, RegistryConfig, load_pipeline
-from model.tabular import Schema, with_nan
+from model import provenance
+from model.champion import Model, open_model
+from model.registry import CHAMPION, Registry, RegistryConfig
 
 log = logging.getLogger(__name__)
 POINTER = "champion.json"
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    version: str
-    pipeline: Any
-    labels: list[Any]
-    info: dict[str, Any]
-    task: str = "image"
-    schema: Schema | None = None  # tabular models: the columns each row must carry
-    compiled: serving.Compiled | None = None  # the same probabilities from onnxruntime (model/serving.py)
-    task_type: str = "classification"  # or regression (model/regression.py): a value, not a class
-    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    @property
-    def regression(self) -> bool:
-        return self.task_type == "regression"
-
-    def predict_values(self, X: Any) -> np.ndarray:
-        """A regressor's values, one per row."""
-        if self.compiled is not None:
-            return self.compiled.predict(X)
-        if isinstance(X, dict):
-            X = pd.DataFrame(X)
-        return np.asarray(self.pipeline.predict(X), dtype=np.float64)
-
-    def half_width(self) -> float | None:
-        """The served interval's half width: value +- this covers info['interval']['coverage'] of rows."""
-        interval = self.info.get("interval") or {}
-        return interval.get("half_width")
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        if self.compiled is not None:
-            return self.compiled.predict_proba(X)
-        if isinstance(X, dict):  # a table's columns (tabular.columns_of): scikit-learn wants a DataFrame
-            X = pd.DataFrame(X)
-        return self.pipeline.predict_proba(X)  # type: ignore[no-any-return]
 
 
 class ModelManager:
@@ -80,7 +39,7 @@ class ModelManager:
         self.refused: dict[str, str] = {}  # version -> why its files were not loaded
         self.cache_dir = cache_dir / config.model_name
         self.poll_seconds = poll_seconds
-        self.current: LoadedModel | None = None
+        self.current: Model | None = None
         self.mlflow_ok: bool | None = None
         self.last_error: str | None = None
         self.last_check: str | None = None
@@ -158,7 +117,7 @@ class ModelManager:
             log.warning(message)
         self.last_error = message
 
-    def _load_from_registry(self, version: str) -> LoadedModel:
+    def _load_from_registry(self, version: str) -> Model:
         target = self.cache_dir / f"v{version}"
         name = self.config.model_name
         expected = provenance.recorded(self.db(), name, version)
@@ -192,7 +151,7 @@ class ModelManager:
             "digest": files,
             "registry": self.config.registry,  # a version number means nothing without its registry
         }
-        loaded = _load_local(target, self.config.model_name, version, info)
+        loaded = open_model(target, self.config.model_name, version, info)
         _write_pointer(self.cache_dir / POINTER, info)
         return loaded
 
@@ -231,7 +190,7 @@ class ModelManager:
                 return
             # the pointer holds the digest verified at download: the cached files must still match it
             provenance.verify(Path(info["path"]), info.get("digest"), f"the cached version {info['version']}")
-            self.current = _load_local(
+            self.current = open_model(
                 Path(info["path"]), info["name"], str(info["version"]), {**info, "from_cache": True}
             )
             log.info("serving cached %s version %s until the registry answers", info["name"], info["version"])
@@ -251,58 +210,6 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def _load_local(path: Path, name: str, version: str, info: dict[str, Any]) -> LoadedModel:
-    """Load a downloaded model directory and smoke-test it on its input example."""
-    from mlflow.models import Model
-
-    started = time.perf_counter()
-    pipeline = load_pipeline(path)
-    meta = Model.load(str(path))
-    raw_example = meta.load_input_example(str(path))
-    if raw_example is None:
-        raise ValueError(f"version {version} has no input example to smoke-test")
-    metadata = meta.metadata or {}
-    task = str(metadata.get("task", "image"))
-    schema = Schema.from_dict(metadata["schema"]) if metadata.get("schema") else None
-    if task == "tabular" and schema is None:
-        raise ValueError(f"version {version} is a tabular model without a schema in its MLmodel metadata")
-    example = with_nan(raw_example) if task == "tabular" else np.asarray(raw_example, dtype=np.float64)
-    task_type = str(metadata.get("task_type", "classification"))
-    if task_type == "regression":
-        values = np.asarray(pipeline.predict(example), dtype=np.float64)
-        passed = values.shape == (len(example),) and bool(np.isfinite(values).all())
-    else:
-        proba = pipeline.predict_proba(example)
-        passed = proba.shape[0] == len(example) and bool(np.allclose(proba.sum(axis=1), 1.0, atol=1e-6))
-    if not passed:
-        raise ValueError(f"version {version} failed its smoke test on the input example")
-    signature = meta.signature.to_dict() if meta.signature else None
-    probes = serving.table_probes(example, schema) if schema is not None else serving.image_probes(example)
-    compiled, engine = serving.load_compiled(path, pipeline, probes)
-    full_info = {
-        **info,
-        "task": task,
-        "signature": signature,
-        "schema": schema.to_dict() if schema else None,
-        "load_seconds": round(time.perf_counter() - started, 3),
-        "serving": engine,
-        "task_type": task_type,
-        "interval": metadata.get("interval"),
-        "value_bins": metadata.get("value_bins"),
-    }
-    return LoadedModel(
-        name=name,
-        version=version,
-        pipeline=pipeline,
-        labels=pipeline.classes_.tolist() if task_type != "regression" else [],
-        info=full_info,
-        task=task,
-        schema=schema,
-        compiled=compiled,
-        task_type=task_type,
-    )
 
 
 def _write_pointer(path: Path, info: dict[str, Any]) -> None:

@@ -31,7 +31,8 @@ import requests
 from pymongo import MongoClient, UpdateOne
 
 from model import lifecycle
-from model.data import load_digits_dataset, split
+from model.data import split
+from model.kinds.digits import load_digits_dataset
 from model.params import load_params
 from model.registry import RegistryConfig, connect
 from model.sources import SourcePolicy

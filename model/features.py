@@ -6,13 +6,10 @@ Training on an image folder and serving an uploaded or drawn image both go throu
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
 from PIL import Image, ImageOps
 
-from model.errors import BlankImage, ImageTooLarge, UnreadableImage
+from model.errors import BlankImage
 
 N_FEATURES = 64
 SIDE = 8
@@ -21,32 +18,6 @@ _WORK_SIDE = 32  # the digits set was made from 32x32 bitmaps counted in 4x4 blo
 _INK_THRESHOLD = 0.25
 _MIN_HEAVY_SHARE = 0.2  # share of cells above 8 in the digits set: 0.29
 _MAX_THICKEN = 4
-
-
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode image bytes, refusing non-images, corrupt files and decompression bombs."""
-    if not data:
-        raise UnreadableImage("the image is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted")
-            image.seek(0)  # first frame of an animation
-            image.load()
-    except ImageTooLarge:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"the image has more than the {max_pixels:,} pixels allowed ({exc})") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise UnreadableImage(
-            "the data is not an image format Pillow can read (send PNG, JPEG, GIF, BMP or WebP)"
-        ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise UnreadableImage(f"the image is corrupt or truncated: {exc}") from exc
-    return image
 
 
 def image_to_features(image: Image.Image) -> np.ndarray:

@@ -6,29 +6,18 @@ CLI can call it in a line or two.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
-import pandas as pd
 from pymongo.database import Database
 
 from model import data as datasets
-from model import provenance, regression, serving, tabular
+from model import kinds, provenance, regression, serving
 from model.errors import DataValidationError, NothingToRollBack
-from model.evaluate import (
-    Metrics,
-    baseline_metrics,
-    behavioural_checks,
-    evaluate,
-    gate_metric,
-    table_behavioural_checks,
-)
+from model.evaluate import Metrics, baseline_metrics, evaluate, gate_metric
 from model.params import Params
 from model.promotion import decide_promotion
 from model.registry import (
@@ -41,132 +30,37 @@ from model.registry import (
 )
 from model.snapshot import read_snapshot, write_snapshot
 from model.sources import SourcePolicy
-from model.store import load_feedback, record_event
-from model.train import build_pipeline, train
+from model.store import record_event
+from model.train import train
 
 log = logging.getLogger(__name__)
 EXAMPLE_ROWS = 5
 
 
 def ingest(params: Params, data_dir: Path, db: Database | None, sources: SourcePolicy) -> dict[str, Any]:
-    """Load the configured source (+ feedback), validate it, and write a content-hashed snapshot.
+    """Load the configured source (digits with feedback), validate it, and write a content-hashed snapshot.
 
     `sources` says which directory and hosts data may be read from.
     """
-    if params.task == "tabular":
-        return ingest_table(params, data_dir, sources)
+    kind = kinds.configured(params)
+    loaded = kind.load(params, sources, db, data_dir)
     p = params.data
-    if p.source == "digits":
-        dataset = datasets.load_digits_dataset()
-    else:
-        if p.image_folder is None:
-            raise DataValidationError("data.source is image_folder but data.image_folder is not set")
-        dataset = datasets.load_image_folder(sources.local_path(p.image_folder))
-    feedback_rows = 0
-    if p.include_feedback and db is not None:
-        feedback = load_feedback(db, p.labels)
-        feedback_rows = len(feedback)
-        dataset = datasets.merge(dataset, feedback)
-    report = datasets.validate_dataset(dataset, p.labels, p.min_samples_per_class, p.max_class_imbalance)
-    train_set, holdout = datasets.split(dataset, p.holdout_fraction, p.seed)
-    digest = datasets.content_hash(dataset)[:16] + f"-s{p.seed}-h{int(p.holdout_fraction * 100)}"
-    profile = datasets.reference_profile(train_set, p.labels, p.profile_bins)
+    train_set, holdout = datasets.split(loaded.dataset, p.holdout_fraction, p.seed, stratify=loaded.stratify)
+    digest = loaded.hash[:16] + f"-s{p.seed}-h{int(p.holdout_fraction * 100)}"
     manifest = {
-        "source": p.source,
-        "feedback_rows": feedback_rows,
+        **loaded.manifest,
         "train_rows": len(train_set),
         "holdout_rows": len(holdout),
-        "validation": report,
         "seed": p.seed,
         "holdout_fraction": p.holdout_fraction,
-        "task": "image",
-        "labels": p.labels,
+        "task": kind.name,
+        "labels": loaded.labels,
     }
-    path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest)
-    log.info("snapshot %s: %d rows (%d from feedback)", digest, len(dataset), feedback_rows)
-    return {"hash": digest, "path": str(path), "rows": len(dataset), "feedback_rows": feedback_rows}
-
-
-def ingest_table(params: Params, data_dir: Path, sources: SourcePolicy) -> dict[str, Any]:
-    """Read the table, infer its schema (or enforce the pinned one), validate, and snapshot it."""
-    p, t = params.data, params.tabular
-    source = redact_source(t.source)  # what is recorded: the manifest, MLflow's dataset_source, the pin's name
-    frame = read_source(t.source, sources)
-    numbering = [c for c in tabular.row_number_columns(frame) if c not in (t.target, *t.drop)]
-    if numbering:
-        log.info("dropping %s: it only numbers the rows", ", ".join(repr(c) for c in numbering))
-        frame = frame.drop(columns=numbering)
-    target = frame[t.target] if t.target in frame.columns else None  # absent: infer_schema says so
-    task_type, why = regression.infer_type(
-        target[~tabular.missing_mask(target)] if target is not None else pd.Series(dtype=object), t.task_type
-    )
-    log.info("prediction type: %s (%s)", task_type, why)
-    inferred = tabular.infer_schema(frame, t, task_type)
-    pin = data_dir / "schemas" / f"{_slug(source)}--{_slug(t.target)}.json"
-    schema = inferred
-    if t.pin_schema and pin.exists():
-        schema = tabular.Schema.from_dict(json.loads(pin.read_text()))
-        tabular.check_compatible(schema, inferred)
-        log.info("enforcing the schema pinned at %s", pin)
-    frame, unlabelled = tabular.drop_unlabelled(frame, schema)
-    if unlabelled:
-        log.info("dropped %d rows whose target '%s' is missing", unlabelled, schema.target)
-    X, y = tabular.enforce_schema(frame, schema)
-    report = tabular.validate_table(X, y, schema, p.min_samples_per_class, p.max_class_imbalance)
-    report["dropped_missing_target"] = unlabelled
-    report["dropped_row_number_columns"] = numbering
-    report["missing_cells"] = {c: int(n) for c, n in X.isna().sum().items() if n}
-    if t.pin_schema and not pin.exists():
-        pin.parent.mkdir(parents=True, exist_ok=True)
-        pin.write_text(json.dumps(schema.to_dict(), indent=2))
-        log.info("pinned the inferred schema at %s", pin)
-    report["task_type"] = {"type": schema.task_type, "why": why}
-    dataset = datasets.Dataset(X=X, y=y)
-    train_set, holdout = datasets.split(dataset, p.holdout_fraction, p.seed, stratify=not schema.regression)
-    digest = tabular.table_hash(X, y)[:16] + f"-s{p.seed}-h{int(p.holdout_fraction * 100)}"
-    manifest = {
-        "source": source,
-        "feedback_rows": 0,
-        "train_rows": len(train_set),
-        "holdout_rows": len(holdout),
-        "validation": report,
-        "seed": p.seed,
-        "holdout_fraction": p.holdout_fraction,
-        "task": "tabular",
-        "labels": schema.classes,
-        "schema_path": str(pin) if t.pin_schema else None,
-    }
-    profile = tabular.reference_profile(train_set.X, train_set.y, schema, p.profile_bins)
-    path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest, schema=schema.to_dict())
-    log.info("snapshot %s: %d rows, %d columns", digest, len(dataset), len(schema.columns))
-    return {"hash": digest, "path": str(path), "rows": len(dataset), "feedback_rows": 0}
-
-
-def read_source(source: str, sources: SourcePolicy) -> Any:
-    """A table from a bundled example, an allowed URL or a file inside the data-source directory."""
-    if source.startswith(("http://", "https://")):
-        shown = redact_source(source)
-        return tabular.read_table(shown, data=sources.fetch(source, shown))
-    if source.startswith("example:"):
-        return tabular.read_table(source)
-    return tabular.read_table(str(sources.local_path(source)))
-
-
-def redact_source(source: str) -> str:
-    """A source as it may be recorded: an URL's user, password and query values replaced by ***."""
-    url = urlsplit(source)
-    if url.scheme not in ("http", "https"):
-        return source
-    host = url.hostname or ""
-    netloc = f"***@{host}" if (url.username or url.password) else host
-    if url.port:
-        netloc += f":{url.port}"
-    query = urlencode([(key, "***") for key, _ in parse_qsl(url.query, keep_blank_values=True)], safe="*")
-    return urlunsplit((url.scheme, netloc, url.path, query, ""))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[-80:] or "table"
+    profile = kind.profile(train_set, loaded, p.profile_bins)
+    path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest, schema=loaded.schema)
+    feedback_rows = int(loaded.manifest.get("feedback_rows", 0))
+    log.info("%s snapshot %s: %d rows (%d from feedback)", kind.name, digest, len(loaded.dataset), feedback_rows)
+    return {"hash": digest, "path": str(path), "rows": len(loaded.dataset), "feedback_rows": feedback_rows}
 
 
 def train_and_register(params: Params, snapshot_path: Path, registry: Registry, db: Database) -> dict[str, Any]:
@@ -177,24 +71,19 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     """
     snap = read_snapshot(snapshot_path)
     labels = snap.labels
-    schema = tabular.Schema.from_dict(snap.schema) if snap.schema is not None else None
-    numeric_target = schema is not None and schema.regression
-    task_type = regression.REGRESSION if numeric_target else regression.CLASSIFICATION
-    pipeline = build_pipeline(params.train, params.data.seed, task_type, params.tabular.log_target)
-    if schema is not None:
-        pipeline = tabular.with_preprocessor(pipeline, schema)
-    pipeline = train(
-        pipeline, snap.train.X, snap.train.y, augment_shifts=params.train.augment_shifts and snap.schema is None
-    )
+    kind = kinds.named(snap.task)
+    numeric_target = snap.task_type == regression.REGRESSION
+    X_fit, y_fit = kind.fit_rows(params, snap.train)
+    pipeline = train(kind.pipeline(params, snap), X_fit, y_fit)
     metrics: Any = (
         regression.evaluate(pipeline, snap.holdout.X, snap.holdout.y)
         if numeric_target
         else evaluate(pipeline, snap.holdout.X, snap.holdout.y, labels)
     )
     example = snap.holdout.X[:EXAMPLE_ROWS]
-    task = "tabular" if snap.schema is not None else "image"
-    compiled, compiled_note = _compile(pipeline, schema, snap.holdout.X)
-    extra_metadata: dict[str, Any] = {"task_type": task_type}
+    kind_metadata = kind.metadata(snap)
+    compiled, compiled_note = _compile(pipeline, kind.text_columns(kind.spec(kind_metadata)), snap.holdout.X)
+    extra_metadata: dict[str, Any] = {"task_type": snap.task_type}
     if numeric_target:
         extra_metadata["interval"] = regression.interval(pipeline, snap.holdout.X, snap.holdout.y)
         extra_metadata["value_bins"] = snap.profile["target"]["bin_edges"]  # /statistics' histogram of values
@@ -203,9 +92,9 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
         params={
             "estimator": params.train.estimator,
             **{f"hp_{k}": v for k, v in params.train.hyperparameters.items()},
-            "augment_shifts": params.train.augment_shifts and task == "image",
-            "task": task,
-            "task_type": task_type,
+            "fitted_rows": len(y_fit),  # more than train_rows when the kind augments (digits: shifted copies)
+            "task": kind.name,
+            "task_type": snap.task_type,
             "task_type_reason": (snap.manifest.get("validation") or {}).get("task_type", {}).get("why"),
             "log_target": params.tabular.log_target if numeric_target else None,
             "seed": params.data.seed,
@@ -226,14 +115,9 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
             "snapshot_manifest.json": snap.manifest,
             "holdout_metrics.json": metrics.as_dict(),
             EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},  # values, for regression
-            **({"schema.json": snap.schema} if snap.schema else {}),
+            **{f"{key}.json": value for key, value in kind_metadata.items()},
         },
-        metadata={
-            "task": task,
-            "compiled": compiled_note,
-            **extra_metadata,
-            **({"schema": snap.schema} if snap.schema else {}),
-        },
+        metadata={"task": kind.name, "compiled": compiled_note, **extra_metadata, **kind_metadata},
         model_files={serving.COMPILED_FILE: compiled} if compiled else None,
         predict_fn="predict" if numeric_target else "predict_proba",
     )
@@ -241,7 +125,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
         files = provenance.digest(registry.download_version(version.version, Path(tmp)))
     headline = {"holdout_r2": metrics.r2} if numeric_target else {"holdout_accuracy": metrics.accuracy}
     registry.tag_version(
-        version.version, {**headline, "task": task, "task_type": task_type, provenance.DIGEST_TAG: files}
+        version.version, {**headline, "task": kind.name, "task_type": snap.task_type, provenance.DIGEST_TAG: files}
     )
     record_event(
         db,
@@ -258,12 +142,12 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     return {"version": version.version, "run_id": version.run_id, "hash": snap.hash, **score}
 
 
-def _compile(pipeline: Any, schema: tabular.Schema | None, holdout: Any) -> tuple[bytes | None, dict[str, Any]]:
+def _compile(pipeline: Any, text_columns: list[str] | None, holdout: Any) -> tuple[bytes | None, dict[str, Any]]:
     """The Pipeline compiled for serving, if skl2onnx converts it and it reproduces the holdout's probabilities.
 
     A Pipeline that does not compile is still registered: it is served through scikit-learn."""
     try:
-        graph = serving.compile_pipeline(pipeline, schema.categorical if schema is not None else None)
+        graph = serving.compile_pipeline(pipeline, text_columns)
         worst = serving.check(serving.session(graph), pipeline, holdout)
     except Exception as exc:  # CompileError, or onnxruntime refusing the graph: never a reason to fail training
         log.warning("not compiled for serving: %s", exc)
@@ -289,7 +173,8 @@ def validate_and_promote(
         record_event(db, "rejected", model_name=name, version=version, outcome="rejected", reason=reason)
         log.warning("version %s %s", version, reason)
         return {"version": version, "outcome": "rejected", "reason": reason}
-    numeric_target = snap.schema is not None and snap.schema.get("task_type") == regression.REGRESSION
+    kind = kinds.named(snap.task)
+    numeric_target = snap.task_type == regression.REGRESSION
 
     def holdout_metrics(model: Any) -> Any:
         if numeric_target:
@@ -307,18 +192,12 @@ def validate_and_promote(
     else:
         metric = gate_metric(params.promotion.metric, snap.train.y)
         baseline = baseline_metrics(snap.train.X, snap.train.y, snap.holdout.X, snap.holdout.y, labels)
-    if snap.schema is None:
-        behaviour = behavioural_checks(
-            challenger, snap.holdout.X[:EXAMPLE_ROWS], snap.holdout.X, snap.holdout.y, params.promotion.max_shift_drop
-        )
-    else:
-        behaviour = table_behavioural_checks(challenger, snap.holdout.X[:EXAMPLE_ROWS], snap.schema)
+    behaviour = kind.behaviour(challenger, snap, params)
     champion_info = registry.by_alias(CHAMPION)
-    task = "tabular" if snap.schema is not None else "image"
-    if champion_info is not None and champion_info.tags.get("task", "image") != task:
+    if champion_info is not None and kinds.named(champion_info.tags.get("task")) is not kind:
         raise DataValidationError(
             f"the champion of {registry.config.model_name} is an {champion_info.tags.get('task', 'image')} model and "
-            f"this snapshot is {task} data: give each task kind its own MODEL_NAME"
+            f"this snapshot is {kind.name} data: give each task kind its own MODEL_NAME"
         )
     champion_metrics: Any = None
     unverified = ""

@@ -22,34 +22,6 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
-def feature_psi(profile: dict[str, Any], X: np.ndarray) -> list[float]:
-    """PSI of every input feature against the reference profile, binned exactly as the reference."""
-    edges = np.asarray(profile["bin_edges"])
-    values = []
-    for j, reference in enumerate(profile["feature_histograms"]):
-        current, _ = np.histogram(np.clip(X[:, j], edges[0], edges[-1]), bins=edges)
-        values.append(round(psi(np.asarray(reference), current), 6))
-    return values
-
-
-def column_psi(profile: dict[str, Any], rows: list[dict[str, Any]]) -> list[float]:
-    """PSI of every column of a tabular profile: numeric on its quantile bins, categorical on category shares."""
-    from model.tabular import current_counts, reference_counts
-
-    values = []
-    for column in profile["columns"]:
-        reference = reference_counts(column)
-        current = current_counts(column, [row.get(column["name"]) for row in rows])
-        values.append(round(psi(reference, current), 6))
-    return values
-
-
-def feature_names(profile: dict[str, Any]) -> list[str]:
-    if profile.get("kind") == "tabular":
-        return [c["name"] for c in profile["columns"]]
-    return [f"feature {j}" for j in range(len(profile["feature_histograms"]))]
-
-
 def label_shift_pvalue(reference_counts: list[int], predicted_counts: list[int]) -> float:
     """Chi-square test of predicted labels against the training label distribution."""
     observed = np.asarray(predicted_counts, dtype=np.float64)
@@ -59,21 +31,25 @@ def label_shift_pvalue(reference_counts: list[int], predicted_counts: list[int])
 
 
 def drift_check(
-    profile: dict[str, Any], X: Any, labels: list[Any], confidences: list[float], params: MonitoringParams
+    profile: dict[str, Any],
+    features: tuple[list[float], list[str]],
+    labels: list[Any],
+    confidences: list[float],
+    params: MonitoringParams,
 ) -> dict[str, Any]:
     """PSI per feature, label-distribution shift and low-confidence share, with a status.
 
-    X holds the served inputs: an (n, 64) array for images, a list of row dicts for tables.
+    `features` are the PSIs of the served inputs' features and their names (the task kind's `drift`);
+    `labels` the predicted labels, or values for a regressor.
     """
-    n = len(X)
+    n = len(labels)
     if n < params.min_predictions_for_drift:
         return {
             "status": SKIPPED,
             "message": f"{n} predictions in the window; drift needs at least {params.min_predictions_for_drift}",
             "predictions": n,
         }
-    psis = column_psi(profile, X) if profile.get("kind") == "tabular" else feature_psi(profile, X)
-    names = feature_names(profile)
+    psis, names = features
     if "target" in profile:  # regression: `labels` are predicted values, compared with the training target
         from model.regression import value_psi
 

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pymongo.database import Database
 
 from model.errors import ModelError
 from model.registry import Registry
 from model.store import MODEL_EVENTS, record_event
+
+if TYPE_CHECKING:
+    from model.champion import Model
 
 DIGEST_TAG = "model_digest"
 REGISTERED, PROMOTED = "registered", "promoted"
@@ -85,15 +88,18 @@ def refuse(db: Database, model_name: str, version: str, loader: str, reason: str
     )
 
 
-def load_promoted(registry: Registry, db: Database, version: str, dst: Path, loader: str) -> tuple[Any, Path]:
-    """The one way batch scoring and monitoring load a champion: downloaded, verified, then unpickled.
-
-    A version without a matching `promoted` digest raises ProvenanceError and is recorded as refused.
+def load_promoted(registry: Registry, db: Database, version: str, dst: Path, loader: str) -> Model:
+    """The one way batch scoring and monitoring load a champion: downloaded, verified, then opened
+    (model/champion.py, as the app does). A version without a matching `promoted` digest raises
+    ProvenanceError and is recorded as refused.
     """
+    from model.champion import open_model
+
     name = registry.config.model_name
+    path = registry.download_version(version, dst)
     try:
-        pipeline, path, _ = registry.load_verified(version, dst, recorded(db, name, version))
+        files = verify(path, recorded(db, name, version), f"{name} version {version}")
     except ProvenanceError as exc:
         refuse(db, name, version, loader, str(exc))
         raise
-    return pipeline, path
+    return open_model(path, name, version, {"name": name, "version": version, "digest": files, "path": str(path)})

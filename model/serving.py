@@ -170,35 +170,6 @@ def load_compiled(
     return compiled, {**_engine(compiled, None), "max_difference": worst, "probe_rows": len(probes)}
 
 
-def image_probes(example: np.ndarray, rows: int = PROBES, seed: int = 0) -> np.ndarray:
-    """The example and noisy copies of it, in the example's value range."""
-    rng = np.random.default_rng(seed)
-    low, high = float(example.min()), float(example.max())
-    noisy = np.resize(example, (rows, example.shape[1])) + rng.normal(
-        0, (high - low) / 5 or 1, (rows, example.shape[1])
-    )
-    return np.vstack([example, np.clip(noisy, low, high)])
-
-
-def table_probes(example: pd.DataFrame, schema: Any, rows: int = PROBES, seed: int = 0) -> pd.DataFrame:
-    """The example and perturbed copies: numbers moved across the observed range, categories redrawn,
-    and cells emptied in the columns that may be missing."""
-    rng = np.random.default_rng(seed)
-    frame = example.sample(rows, replace=True, random_state=seed).reset_index(drop=True)
-    for column in schema.columns:
-        if column.kind == "numeric":
-            low = column.observed_min if column.observed_min is not None else float(np.nanmin(frame[column.name]))
-            high = column.observed_max if column.observed_max is not None else float(np.nanmax(frame[column.name]))
-            frame[column.name] = rng.uniform(low, high, rows) if high > low else frame[column.name]
-        elif column.categories:
-            frame[column.name] = rng.choice(column.categories, rows)
-        if schema.imputes and column.missing_share > 0:
-            values = frame[column.name].astype(object if column.kind != "numeric" else np.float64)
-            values[rng.random(rows) < 0.25] = np.nan
-            frame[column.name] = values
-    return pd.concat([example, frame], ignore_index=True)
-
-
 def _engine(compiled: Compiled | None, reason: str | None) -> dict[str, Any]:
     import onnxruntime
 

@@ -26,6 +26,16 @@ class Snapshot:
     schema: dict[str, Any] | None = None  # tabular snapshots only
 
     @property
+    def task(self) -> str:
+        """The task kind's name (model/kinds/)."""
+        return str(self.manifest.get("task", "image"))
+
+    @property
+    def task_type(self) -> str:
+        """classification, or regression for a numeric target (model/regression.py)."""
+        return str((self.schema or {}).get("task_type", "classification"))
+
+    @property
     def labels(self) -> list[Any]:
         if "labels" in self.manifest:
             return list(self.manifest["labels"])

@@ -21,7 +21,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
-from model.evaluate import shift_images
 from model.params import TrainParams
 
 # estimator name -> (classifier, regressor); None where the name has no such estimator
@@ -64,16 +63,8 @@ def build_pipeline(
     return Pipeline([("scale", StandardScaler()), ("regress" if regression else "classify", estimator)])
 
 
-def augment_with_shifts(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Add the four one-pixel shifts of every image, so the model tolerates off-centre digits."""
-    shifted = [shift_images(X, dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
-    return np.vstack([X, *shifted]), np.tile(y, 1 + len(shifted))
-
-
-def train(pipeline: Pipeline, X: np.ndarray, y: np.ndarray, augment_shifts: bool = False) -> Pipeline:
+def train(pipeline: Pipeline, X: Any, y: np.ndarray) -> Pipeline:
     """Fit a fresh clone of `pipeline`; the inputs are left untouched."""
     from sklearn.base import clone
 
-    if augment_shifts:
-        X, y = augment_with_shifts(X, y)
     return clone(pipeline).fit(X, y)

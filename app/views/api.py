@@ -20,11 +20,11 @@ from pymongo.errors import PyMongoError
 
 from app.errors import ApiError, Forbidden, InvalidInput, NoModel, NotFound, Unauthorized
 from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse_predict
-from app.model_manager import LoadedModel
 from app.openapi import documented, openapi_document
 from app.records import encode_rows
 from app.requests_log import request_id, request_started
 from model import regression
+from model.champion import Model
 from model.ids import time_ordered_ids
 from model.statistics import request_increments
 from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
@@ -72,7 +72,7 @@ def _bearer() -> str | None:
     return header[7:] if header.startswith("Bearer ") else None
 
 
-def serving_model() -> LoadedModel:
+def serving_model() -> Model:
     model = ext("models").current
     if model is None:
         reason = ext("models").last_error or "no champion model has been loaded yet"
@@ -96,7 +96,7 @@ def predict() -> Response:
     model = serving_model()
     settings = ext("settings")
     inputs = parse_predict(
-        request, settings.max_batch_rows, settings.max_upload_bytes, settings.max_image_pixels, model.schema
+        request, model, settings.max_batch_rows, settings.max_upload_bytes, settings.max_image_pixels
     )
     results, latency_ms, token = _predict_and_log(model, inputs, "predict", started)
     return jsonify(
@@ -118,8 +118,6 @@ def predict() -> Response:
 def predict_compat() -> Response:
     started = time.perf_counter()
     model = serving_model()
-    if model.schema is not None:
-        raise InvalidInput("the served model scores table rows, not images: use POST /predict", field="data")
     settings = ext("settings")
     body = json_body(request)
     name = body.get("name")
@@ -130,14 +128,14 @@ def predict_compat() -> Response:
     if "data" not in body:
         raise InvalidInput('send {"name": "<file name>", "data": "<base64 image>"}', field="data")
     inputs = from_image_bytes(
-        decode_base64(body["data"], "data"), "data", settings.max_upload_bytes, settings.max_image_pixels
+        model, decode_base64(body["data"], "data"), "data", settings.max_upload_bytes, settings.max_image_pixels
     )
     results, _, token = _predict_and_log(model, inputs, "inference/image", started, name=name)
     return jsonify(uuid=results[0]["id"], feedback_token=token)
 
 
 def _predict_and_log(
-    model: LoadedModel, inputs: Inputs, source: str, started: float, name: str | None = None
+    model: Model, inputs: Inputs, source: str, started: float, name: str | None = None
 ) -> tuple[list[dict[str, Any]], float, str | None]:
     """The predictions, the latency, and the token that lets the caller send feedback on them."""
     if model.regression:
@@ -178,7 +176,7 @@ def _predict_and_log(
 
 
 def _regress_and_log(
-    model: LoadedModel, inputs: Inputs, source: str, started: float, name: str | None
+    model: Model, inputs: Inputs, source: str, started: float, name: str | None
 ) -> tuple[list[dict[str, Any]], float, str | None]:
     """A regressor's values, each with the model's conformal interval (model/regression.py)."""
     outputs = regression.answers(model.predict_values(inputs.X), model.half_width(), model.info.get("value_bins"))
@@ -193,7 +191,7 @@ def _regress_and_log(
     return answers, latency_ms, token
 
 
-def _common(model: LoadedModel, source: str) -> tuple[str, dict[str, Any]]:
+def _common(model: Model, source: str) -> tuple[str, dict[str, Any]]:
     """A request's feedback token, and what every record of the request shares."""
     token = secrets.token_urlsafe(16)
     return token, {

@@ -17,7 +17,7 @@ from app.errors import ApiError, InvalidInput, NotFound, PayloadTooLarge, Unsupp
 from app.openapi import documented
 from app.requests_log import request_id
 from app.views.api import UUID_PATTERN, ext, require_api_key, serving_model
-from model.batch import IMAGE_FORMATS, TABLE_FORMATS, batch_file
+from model.batch import batch_file
 from model.store import BATCHES, update_batch
 
 bp = Blueprint("batches", __name__)
@@ -56,11 +56,11 @@ def create_batch() -> tuple[Response, int]:
     if upload is None:
         raise InvalidInput("upload the file in a multipart field named 'file'", field="file")
     fmt = _SUFFIXES.get(PurePosixPath(upload.filename or "").suffix.lower())
-    accepted = TABLE_FORMATS if model.task == "tabular" else IMAGE_FORMATS
-    if fmt not in accepted:
-        wanted = "a .csv or .parquet file" if model.task == "tabular" else "a .zip of images"
+    if fmt not in model.kind.batch_formats:
         raise UnsupportedMedia(
-            f"the served model is a {model.task} model and scores {wanted}; got '{upload.filename}'", field="file"
+            f"the served model is a {model.kind.name} model and scores {model.kind.batch_files}; "
+            f"got '{upload.filename}'",
+            field="file",
         )
     data = upload.read(settings.max_batch_file_bytes + 1)
     if len(data) > settings.max_batch_file_bytes:

@@ -10,11 +10,11 @@ bp = Blueprint("pages", __name__)
 
 @bp.get("/")
 def index() -> str:
-    """The image page (draw or upload), or for a tabular model a form generated from its schema."""
+    """The served model's task kind's page: draw or upload a digit, or a form generated from a table's schema."""
     model = current_app.extensions["models"].current
-    if model is not None and model.schema is not None:
-        return render_template("table.html", schema=model.schema, model=model)
-    return render_template("index.html")
+    if model is None:
+        return render_template("index.html")
+    return render_template(model.kind.page, spec=model.spec, model=model)
 
 
 @bp.get("/stats")

@@ -13,13 +13,14 @@ import numpy as np
 
 from config.settings import Settings
 from model import batch as batches
-from model import provenance, regression, serving
+from model import provenance, regression
 from model.batch import batch_file
+from model.champion import Model
 from model.errors import DataValidationError
+from model.kinds import Limits
 from model.registry import CHAMPION
 from model.statistics import rollup_increments
 from model.store import BATCHES, apply_rollups, insert_predictions, update_batch
-from model.tabular import Schema
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ class BatchRejected(Exception):
 
 def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[str, Any]:
     """Score batch `batch_id` with the current champion; idempotent, so a retried run repeats nothing."""
-    from mlflow.models import Model
-
     settings = settings or Settings()
     with PlatformMongoHook(settings) as mongo:
         db = mongo.get_conn()
@@ -48,12 +47,14 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
             raise BatchRejected(f"model {settings.model_name} has no champion to score with")
         dst = settings.model_cache_dir / "batch" / f"v{champion.version}"
         try:
-            pipeline, path = provenance.load_promoted(registry, db, champion.version, dst, "batch")
+            model = provenance.load_promoted(registry, db, champion.version, dst, "batch")
         except provenance.ProvenanceError as exc:
             raise BatchRejected(str(exc)) from exc
-        metadata = Model.load(str(path)).metadata or {}
-        if job.get("format") not in batches.TABLE_FORMATS + batches.IMAGE_FORMATS:
-            raise BatchRejected(f"batch {batch_id} has an unknown format")
+        kind = model.kind
+        if job.get("format") not in kind.batch_formats:
+            raise BatchRejected(
+                f"the champion is a {kind.name} model and scores {kind.batch_files}, not a {job.get('format')} file"
+            )
         try:
             data = batch_file(settings.batches_dir, batch_id, f"input.{job['format']}").read_bytes()
         except FileNotFoundError as exc:
@@ -61,28 +62,21 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
                 f"the uploaded file of batch {batch_id} is not under BATCHES_DIR ({settings.batches_dir}): "
                 "the app and the workers must be given the same one, or it expired (BATCH_RETENTION_DAYS)"
             ) from exc
+        limits = Limits(
+            max_pixels=settings.max_image_pixels,
+            max_image_bytes=settings.max_upload_bytes,
+            max_batch_images=settings.max_batch_images,
+        )
         try:
-            if metadata.get("task") == "tabular":
-                if job["format"] not in batches.TABLE_FORMATS:
-                    raise DataValidationError(
-                        f"the champion scores tables (CSV or Parquet), not a {job['format']} file"
-                    )
-                inputs = batches.read_table_batch(data, job["format"], Schema.from_dict(metadata["schema"]))
-            else:
-                if job["format"] not in batches.IMAGE_FORMATS:
-                    raise DataValidationError(
-                        f"the champion scores images (a zip of images), not a {job['format']} file"
-                    )
-                inputs = batches.read_image_batch(
-                    data, settings.max_batch_images, settings.max_upload_bytes, settings.max_image_pixels
-                )
+            inputs = kind.read_batch(data, job["format"], model.spec, limits)
         except DataValidationError as exc:
             raise BatchRejected(f"the uploaded file was rejected: {exc}") from exc
-        scorer = _scorer(pipeline, path, inputs.X, batch_id)
+        engine = model.info["serving"]
+        log.info("batch %s: scoring with %s (%s)", batch_id, engine["engine"], engine.get("reason") or "checked")
         n = len(inputs.rows)
         update_batch(db, batch_id, rows=n, model_version=champion.version, model_name=settings.model_name)
         ids = batches.prediction_ids(batch_id, job["created_at"], n)
-        answers = _answers(scorer, pipeline, metadata)
+        answers = _answers(model)
         outputs: list[dict[str, Any]] = []
         base = {
             "kind": "prediction",
@@ -120,19 +114,15 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         return {k: v for k, v in summary.items() if k != "finished_at"}
 
 
-def _answers(scorer: Any, pipeline: Any, metadata: dict[str, Any]) -> Any:
+def _answers(model: Model) -> Any:
     """A function from a chunk of rows to each row's outputs, as the prediction record stores them."""
-    if metadata.get("task_type") == "regression":
-        half = (metadata.get("interval") or {}).get("half_width")
-
-        def values(chunk: Any) -> list[dict[str, Any]]:
-            return regression.answers(scorer.predict(chunk), half, metadata.get("value_bins"))
-
-        return values
-    classes = np.asarray(pipeline.classes_)
+    if model.regression:
+        half, bins = model.half_width(), model.info.get("value_bins")
+        return lambda chunk: regression.answers(model.predict_values(chunk), half, bins)
+    classes = np.asarray(model.labels, dtype=object)
 
     def classes_of(chunk: Any) -> list[dict[str, Any]]:
-        proba = scorer.predict_proba(chunk)
+        proba = model.predict_proba(chunk)
         best = proba.argmax(axis=1)
         labels, confidence = classes[best].tolist(), proba[np.arange(len(best)), best].tolist()
         rounded = proba.round(6).tolist()
@@ -190,14 +180,6 @@ class _Writer:
                 future.result()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _scorer(pipeline: Any, path: Path, X: Any, batch_id: str) -> Any:
-    """The compiled graph logged with the champion when it reproduces the Pipeline on the batch's first
-    rows (model/serving.py), else the Pipeline itself."""
-    compiled, engine = serving.load_compiled(path, pipeline, X[: serving.PROBES])
-    log.info("batch %s: scoring with %s (%s)", batch_id, engine["engine"], engine.get("reason") or "checked")
-    return compiled if compiled is not None else pipeline
 
 
 def mark_failed(batch_id: str, reason: str, settings: Settings | None = None) -> None:

@@ -9,11 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import requests
 
 from config.settings import Settings
-from model import monitoring, provenance
+from model import kinds, monitoring, provenance
 from model.ids import id_floor
 from model.params import load_params
 from model.registry import CHAMPION, EXAMPLE_PREDICTIONS_ARTIFACT, PROFILE_ARTIFACT
@@ -39,7 +38,6 @@ def check_mlflow(settings: Settings) -> dict[str, Any]:
 def check_champion(settings: Settings) -> dict[str, Any]:
     """The champion loads, reproduces its logged predictions, and is the version the app serves."""
     from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
 
     registry = PlatformRegistryHook(settings).get_conn()
     champion = registry.by_alias(CHAMPION)
@@ -47,20 +45,13 @@ def check_champion(settings: Settings) -> dict[str, Any]:
         raise CheckFailed(f"no version of {settings.model_name} carries the alias '{CHAMPION}'")
     dst = settings.model_cache_dir / "monitor" / f"v{champion.version}"
     with PlatformMongoHook(settings) as mongo:
-        try:
-            pipeline, path = provenance.load_promoted(registry, mongo.get_conn(), champion.version, dst, "monitor")
+        try:  # opening it smoke-tests it on its input example (model/champion.py)
+            model = provenance.load_promoted(registry, mongo.get_conn(), champion.version, dst, "monitor")
         except provenance.ProvenanceError as exc:
             raise CheckFailed(f"champion v{champion.version} is not loaded: {exc}") from exc
-    example: Any = Model.load(str(path)).load_input_example(str(path))
-    if not hasattr(example, "columns"):  # image models: a plain array; tables keep their DataFrame
-        example = np.asarray(example, dtype=np.float64)
-    if hasattr(pipeline, "classes_"):
-        proba = pipeline.predict_proba(example)
-        if proba.shape[0] != example.shape[0] or not np.allclose(proba.sum(axis=1), 1.0, atol=1e-6):
-            raise CheckFailed(f"champion v{champion.version} gives invalid probabilities on its input example")
-    elif not np.isfinite(np.asarray(pipeline.predict(example), dtype=np.float64)).all():
-        raise CheckFailed(f"champion v{champion.version} gives values that are not finite on its input example")
-    got = pipeline.predict(example).tolist()
+        except ValueError as exc:
+            raise CheckFailed(f"champion v{champion.version} is not usable: {exc}") from exc
+    got = model.pipeline.predict(model.example).tolist()
     try:
         expected = registry.run_json(champion.run_id, EXAMPLE_PREDICTIONS_ARTIFACT)["labels"]
     except MlflowException:
@@ -136,17 +127,13 @@ def check_drift(settings: Settings) -> dict[str, Any]:
             .limit(MAX_DRIFT_ROWS)
         )
         docs = list(cursor)
-    if profile.get("kind") == "tabular":
-        rows = [doc for doc in docs if isinstance(doc.get("features"), dict)]
-        X: Any = [r["features"] for r in rows]
-    else:
-        width = len(profile["feature_histograms"])
-        rows = [doc for doc in docs if isinstance(doc.get("features"), list) and len(doc["features"]) == width]
-        X = np.asarray([r["features"] for r in rows], dtype=np.float64).reshape(-1, width)
+    features = kinds.named(champion.tags.get("task")).drift(profile, docs)
     if "target" in profile:  # a regressor: drift of the predicted values against the training target
-        result = monitoring.drift_check(profile, X, [r.get("value") for r in rows], [], params)
+        result = monitoring.drift_check(profile, features, [d.get("value") for d in docs], [], params)
     else:
-        result = monitoring.drift_check(profile, X, [r["label"] for r in rows], [r["confidence"] for r in rows], params)
+        labelled = [d for d in docs if "label" in d]
+        labels, confidences = [d["label"] for d in labelled], [d.get("confidence", 0.0) for d in labelled]
+        result = monitoring.drift_check(profile, features, labels, confidences, params)
     return {**result, "champion_version": champion.version}
 
 

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import ADMIN_TOKEN, app_settings, b64, png_bytes, wait_for
 from tests.conftest import trust_champion
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import b64, png_bytes
 
 ROW = load_digits_dataset().X[0].tolist()

@@ -13,7 +13,7 @@ import pytest
 
 from app import create_app, shutdown
 from model.batch import batch_file
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import app_settings, png_bytes, wait_for
 from tests.conftest import trust_champion
 

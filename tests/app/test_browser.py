@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import png_bytes
 from tests.conftest import SERVED_DB
 

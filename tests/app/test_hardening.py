@@ -16,7 +16,7 @@ def test_deeply_nested_json_is_a_400_not_a_500(client):
 
 
 def test_a_lone_surrogate_is_refused_before_anything_is_predicted(client):
-    from model.data import load_digits_dataset
+    from model.kinds.digits import load_digits_dataset
 
     image = b64(png_bytes(load_digits_dataset().X[0]))
     body = '{"name": "\\ud800", "data": "' + image + '"}'
@@ -26,7 +26,7 @@ def test_a_lone_surrogate_is_refused_before_anything_is_predicted(client):
 
 
 def test_a_long_name_is_refused_with_its_limit(client):
-    from model.data import load_digits_dataset
+    from model.kinds.digits import load_digits_dataset
 
     image = b64(png_bytes(load_digits_dataset().X[0]))
     response = client.post("/inference/image", json={"name": "x" * 10_000, "data": image})

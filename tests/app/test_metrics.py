@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 
 ROW = load_digits_dataset().X[0].tolist()
 REQUESTS = 60

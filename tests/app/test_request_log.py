@@ -7,7 +7,7 @@ import logging
 import re
 
 from app.requests_log import JsonFormatter
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 from tests.app.test_api import flush
 
 ROW = load_digits_dataset().X[0].tolist()

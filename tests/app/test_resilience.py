@@ -9,8 +9,8 @@ from mlflow import MlflowClient
 
 from app import create_app, shutdown
 from app.prediction_log import PredictionLog
-from model.data import load_digits_dataset
 from model.ids import time_ordered_ids
+from model.kinds.digits import load_digits_dataset
 from model.registry import CHAMPION
 from model.store import window_statistics
 from ops import services

@@ -8,7 +8,7 @@ import zipfile
 import pandas as pd
 
 from app import create_app, shutdown
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import app_settings, png_bytes, wait_for
 from tests.conftest import trust_champion
 

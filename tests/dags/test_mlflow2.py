@@ -19,8 +19,8 @@ from mlflow import MlflowClient
 
 from config.settings import ROOT, Settings, registry_config
 from model import lifecycle
-from model.data import load_digits_dataset
 from model.errors import RegistryError
+from model.kinds.digits import load_digits_dataset
 from model.params import load_params
 from model.registry import CHAMPION, MONITORING_EXPERIMENT, PREVIOUS, Registry, RegistryConfig, connect
 from ops import services

@@ -6,7 +6,8 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from model.data import load_digits_dataset, split
+from model.data import split
+from model.kinds.digits import load_digits_dataset
 from model.registry import MONITORING_EXPERIMENT
 from ops import services
 from tests.conftest import SERVED_DB

@@ -16,7 +16,7 @@ import pytest
 import requests
 from pymongo import MongoClient
 
-from model.data import load_digits_dataset
+from model.kinds.digits import load_digits_dataset
 from ops import services
 from tests.app.conftest import wait_for
 from tests.conftest import trust_champion, vouch

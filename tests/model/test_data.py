@@ -4,17 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import (
-    Dataset,
-    content_hash,
-    load_digits_dataset,
-    load_image_folder,
-    reference_profile,
-    split,
-    validate_dataset,
-)
+from model.data import Dataset, split
 from model.errors import DataValidationError
 from model.features import features_to_image
+from model.kinds.digits import content_hash, load_digits_dataset, load_image_folder, reference_profile, validate_dataset
 
 LABELS = list(range(10))
 

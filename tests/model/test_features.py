@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import load_digits_dataset
 from model.errors import BlankImage, ImageTooLarge, UnreadableImage
-from model.features import N_FEATURES, decode_image, features_to_image, image_to_features
+from model.features import N_FEATURES, features_to_image, image_to_features
+from model.images import decode_image
+from model.kinds.digits import load_digits_dataset
 
 
 def png(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

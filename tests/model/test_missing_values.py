@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from model import lifecycle, serving, tabular
-from model.batch import read_table_batch
 from model.errors import DataValidationError
 from model.evaluate import evaluate
-from model.monitoring import column_psi
+from model.kinds import Limits
+from model.kinds.table import KIND as TABLE
 from model.params import Params, TabularParams, TrainParams
 from model.snapshot import read_snapshot
 from model.sources import SourcePolicy
@@ -67,7 +67,7 @@ def test_the_imputing_pipeline_compiles_and_agrees_on_missing_cells(sources):
     schema = tabular.Schema.from_dict(snap.schema)
     fitted = fit(snap, schema)
     compiled = serving.session(serving.compile_pipeline(fitted, schema.categorical))
-    probes = serving.table_probes(snap.holdout.X[:5], schema)
+    probes = TABLE.probes(snap.holdout.X[:5], schema)
     assert probes.isna().any().sum() >= 3, "the probes empty cells in every column that may be missing"
     assert serving.check(compiled, fitted, probes) <= serving.TOLERANCE
     assert serving.check(compiled, fitted, snap.holdout.X) <= serving.TOLERANCE
@@ -108,17 +108,17 @@ def test_served_rows_may_be_null_only_where_training_data_was_missing(sources):
     snap = ingest(sources, source="penguins.csv", target="species")
     schema = tabular.Schema.from_dict(snap.schema)
     frame = pd.read_csv(sources / "penguins.csv", dtype=str, keep_default_na=False)
-    batch = read_table_batch(frame.to_csv(index=False).encode(), "csv", schema)  # the training file itself
+    batch = TABLE.read_batch(frame.to_csv(index=False).encode(), "csv", schema, Limits())  # the training file itself
     assert len(batch.rows) == 344 and batch.rows[3]["bill_length_mm"] is None, "the target column is ignored"
     frame.loc[0, "island"] = ""
     with pytest.raises(DataValidationError, match="column 'island': value is missing; this column was never missing"):
-        read_table_batch(frame.to_csv(index=False).encode(), "csv", schema)
+        TABLE.read_batch(frame.to_csv(index=False).encode(), "csv", schema, Limits())
 
 
 def test_a_batch_keeps_the_row_id_of_the_file(sources):
     snap = ingest(sources, source="cars.csv", target="Origin", drop=["Name"])
     schema = tabular.Schema.from_dict(snap.schema)
-    batch = read_table_batch((sources / "cars.csv").read_bytes(), "csv", schema)
+    batch = TABLE.read_batch((sources / "cars.csv").read_bytes(), "csv", schema, Limits())
     assert batch.keys[:2] == ["chevrolet chevelle malibu", "buick skylark 320"], "the id column names the rows"
 
 
@@ -127,7 +127,7 @@ def test_drift_watches_the_missing_share(sources):
     rows = snap.holdout.X.to_dict(orient="records")
     rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()} for row in rows]
     names = [c["name"] for c in snap.profile["columns"]]
-    like_training = dict(zip(names, column_psi(snap.profile, rows), strict=True))
+    like_training = dict(zip(names, TABLE.drift(snap.profile, [{"features": r} for r in rows])[0], strict=True))
     emptied = [row | {"body_mass_g": None} for row in rows]
-    drifted = dict(zip(names, column_psi(snap.profile, emptied), strict=True))
+    drifted = dict(zip(names, TABLE.drift(snap.profile, [{"features": r} for r in emptied])[0], strict=True))
     assert drifted["body_mass_g"] > 0.2 > like_training["body_mass_g"]

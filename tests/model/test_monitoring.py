@@ -1,6 +1,8 @@
 import numpy as np
 
-from model.data import load_digits_dataset, reference_profile, split
+from model.data import split
+from model.kinds.digits import KIND as DIGITS
+from model.kinds.digits import load_digits_dataset, reference_profile
 from model.monitoring import ALERT, OK, SKIPPED, drift_check, psi, statistics_check
 from model.params import MonitoringParams
 
@@ -14,6 +16,11 @@ def setup_module():
     PROFILE = reference_profile(TRAIN, list(range(10)), 10)
 
 
+def served(X):
+    """The digits kind's drift features of rows as the prediction records store them."""
+    return DIGITS.drift(PROFILE, [{"features": row} for row in X.tolist()])
+
+
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift():
     ref = np.array([10, 20, 30, 40])
     assert psi(ref, ref * 3) < 1e-9
@@ -21,26 +28,26 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift():
 
 
 def test_holdout_does_not_drift():
-    result = drift_check(PROFILE, HOLD.X, HOLD.y.tolist(), [0.9] * len(HOLD), PARAMS)
+    result = drift_check(PROFILE, served(HOLD.X), HOLD.y.tolist(), [0.9] * len(HOLD), PARAMS)
     assert result["status"] == OK, result["message"]
     assert len(result["psi"]) == 64
 
 
 def test_inverted_images_drift():
     inverted = 16 - HOLD.X
-    result = drift_check(PROFILE, inverted, HOLD.y.tolist(), [0.9] * len(HOLD), PARAMS)
+    result = drift_check(PROFILE, served(inverted), HOLD.y.tolist(), [0.9] * len(HOLD), PARAMS)
     assert result["status"] == ALERT
     assert "PSI over 0.2" in result["message"] and result["features_over_alert"] > 10
 
 
 def test_label_shift_and_low_confidence_alert():
-    result = drift_check(PROFILE, HOLD.X, [1] * len(HOLD), [0.3] * len(HOLD), PARAMS)
+    result = drift_check(PROFILE, served(HOLD.X), [1] * len(HOLD), [0.3] * len(HOLD), PARAMS)
     assert result["status"] == ALERT
     assert "predicted-label distribution" in result["message"] and "confidence below" in result["message"]
 
 
 def test_too_few_predictions_is_an_explicit_skip():
-    assert drift_check(PROFILE, HOLD.X[:10], HOLD.y[:10].tolist(), [0.9] * 10, PARAMS)["status"] == SKIPPED
+    assert drift_check(PROFILE, served(HOLD.X[:10]), HOLD.y[:10].tolist(), [0.9] * 10, PARAMS)["status"] == SKIPPED
 
 
 def test_statistics_limits():

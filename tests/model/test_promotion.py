@@ -1,10 +1,15 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from model.data import load_digits_dataset, split
-from model.evaluate import Metrics, behavioural_checks, evaluate, shift_images
-from model.params import PromotionParams, TrainParams
+from model.data import Dataset, split
+from model.evaluate import Metrics, evaluate
+from model.kinds.digits import KIND as DIGITS
+from model.kinds.digits import load_digits_dataset, shift_images
+from model.params import Params, PromotionParams, TrainParams
 from model.promotion import decide_promotion
+from model.snapshot import Snapshot
 from model.train import build_pipeline, train
 
 GOOD = {"predicts_example": True, "robust_to_shift": True, "shift_accuracy_drop": 0.01}
@@ -44,18 +49,17 @@ def test_default_model_clears_the_gate_and_a_dummy_does_not():
     tr, ho = split(data, 0.25, 42)
     good = train(
         build_pipeline(TrainParams(estimator="mlp", hyperparameters={"hidden_layer_sizes": [64], "max_iter": 200}), 0),
-        tr.X,
-        tr.y,
-        augment_shifts=True,
+        *DIGITS.fit_rows(Params(), tr),
     )
     dummy = train(build_pipeline(TrainParams(estimator="dummy"), 0), tr.X, tr.y)
     good_metrics = evaluate(good, ho.X, ho.y, list(range(10)))
     gate = PromotionParams()
     assert good_metrics.accuracy >= 0.95
-    good_checks = behavioural_checks(good, ho.X[:5], ho.X, ho.y, gate.max_shift_drop)
+    snap = Snapshot(path=Path("."), hash="h", train=tr, holdout=ho, profile={}, manifest={})
+    good_checks = DIGITS.behaviour(good, snap, Params(promotion=gate))
     assert decide_promotion(good_metrics, None, good_checks, gate).promote
     dummy_metrics = evaluate(dummy, ho.X, ho.y, list(range(10)))
-    dummy_checks = behavioural_checks(dummy, ho.X[:5], ho.X, ho.y, gate.max_shift_drop)
+    dummy_checks = DIGITS.behaviour(dummy, snap, Params(promotion=gate))
     assert not decide_promotion(dummy_metrics, good_metrics, dummy_checks, gate).promote
 
 
@@ -63,7 +67,7 @@ def test_train_does_not_mutate_its_inputs():
     data = load_digits_dataset()
     X, y = data.X[:300].copy(), data.y[:300].copy()
     pipeline = build_pipeline(TrainParams(estimator="logistic_regression", hyperparameters={"max_iter": 200}), 0)
-    train(pipeline, X, y, augment_shifts=True)
+    train(pipeline, *DIGITS.fit_rows(Params(), Dataset(X=X, y=y)))
     assert np.array_equal(X, data.X[:300]) and np.array_equal(y, data.y[:300])
     assert not hasattr(pipeline, "classes_"), "the template pipeline must stay unfitted"
 

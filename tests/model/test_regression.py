@@ -18,6 +18,7 @@ from sklearn.datasets import load_diabetes
 from config.settings import Settings
 from model import lifecycle, regression, serving, tabular
 from model.errors import DataValidationError
+from model.kinds.table import KIND as TABLE
 from model.monitoring import drift_check, statistics_check
 from model.params import MonitoringParams, Params, PromotionParams, TabularParams, TrainParams
 from model.promotion import decide_promotion
@@ -107,8 +108,9 @@ def test_drift_watches_the_predicted_values_and_feedback_the_live_error(sources)
     snap = snapshot(sources, source="diabetes.csv", target="progression", drop=["patient"], task_type="regression")
     rows = snap.holdout.X.to_dict(orient="records")
     params = MonitoringParams(min_predictions_for_drift=20, max_feedback_mae=40.0)
-    like_training = drift_check(snap.profile, rows, snap.holdout.y.tolist(), [], params)
-    shifted = drift_check(snap.profile, rows, (snap.holdout.y + 120).tolist(), [], params)
+    features = TABLE.drift(snap.profile, [{"features": r} for r in rows])
+    like_training = drift_check(snap.profile, features, snap.holdout.y.tolist(), [], params)
+    shifted = drift_check(snap.profile, features, (snap.holdout.y + 120).tolist(), [], params)
     assert like_training["features"][-1] == "(predicted value)" and like_training["psi"][-1] < 0.2
     assert shifted["status"] == "alert" and "(predicted value)" in shifted["message"], shifted["message"]
     schema = tabular.Schema.from_dict(snap.schema)

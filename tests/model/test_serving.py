@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from model import serving
-from model.data import load_digits_dataset, split
+from model.data import split
 from model.ids import _uuid7, derived_ids, id_floor, time_ordered_ids
+from model.kinds.digits import KIND as DIGITS
+from model.kinds.digits import load_digits_dataset
 from model.params import TrainParams
 from model.train import build_pipeline, train
 
@@ -39,7 +41,7 @@ def test_compiled_probabilities_equal_the_pipelines(digits, estimator, hyperpara
     pipeline = train(build_pipeline(params, 42), train_set.X[mask], train_set.y[mask])
     compiled = serving.session(serving.compile_pipeline(pipeline))
     assert serving.check(compiled, pipeline, holdout.X) <= serving.TOLERANCE
-    assert serving.check(compiled, pipeline, serving.image_probes(holdout.X[:3])) <= serving.TOLERANCE
+    assert serving.check(compiled, pipeline, DIGITS.probes(holdout.X[:3], None)) <= serving.TOLERANCE
     assert compiled.predict_proba(holdout.X[:1]).shape == (1, 2 if binary else 10)
 
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from model import lifecycle
 from model.errors import DataValidationError
+from model.kinds.table import read_source
 from model.sources import SourcePolicy
 
 TABLE = b"a,b,label\n1,2,x\n3,4,y\n"
@@ -71,11 +71,11 @@ def test_local_files_must_be_inside_the_data_source_directory(tmp_path):
     (inside / "link.csv").symlink_to(secret)
     policy = SourcePolicy(inside)
 
-    assert len(lifecycle.read_source(str(inside / "t.csv"), policy)) == 2
-    assert len(lifecycle.read_source("t.csv", policy)) == 2, "relative paths start at the directory"
+    assert len(read_source(str(inside / "t.csv"), policy)) == 2
+    assert len(read_source("t.csv", policy)) == 2, "relative paths start at the directory"
     for escape in (str(secret), "../secret.env", "link.csv", "/proc/self/environ"):
         with pytest.raises(DataValidationError, match="outside the data-source directory") as caught:
-            lifecycle.read_source(escape, policy)
+            read_source(escape, policy)
         assert "do-not-echo-me" not in str(caught.value) and "DATA_SOURCE_DIR" in str(caught.value)
 
 
@@ -83,14 +83,14 @@ def test_urls_are_fetched_from_configured_hosts_only(tmp_path, http_host):
     _Handler.requests.clear()
     closed = SourcePolicy(tmp_path)
     with pytest.raises(DataValidationError, match="not in DATA_SOURCE_HOSTS"):
-        lifecycle.read_source(f"{http_host}/table.csv", closed)
+        read_source(f"{http_host}/table.csv", closed)
     assert _Handler.requests == [], "a refused URL is never requested"
 
     policy = SourcePolicy(tmp_path, hosts=("127.0.0.1",))
-    assert list(lifecycle.read_source(f"{http_host}/table.csv", policy)["label"]) == ["x", "y"]
-    assert len(lifecycle.read_source(f"{http_host}/here", policy)) == 2, "a redirect on the same host is followed"
+    assert list(read_source(f"{http_host}/table.csv", policy)["label"]) == ["x", "y"]
+    assert len(read_source(f"{http_host}/here", policy)) == 2, "a redirect on the same host is followed"
     with pytest.raises(DataValidationError, match="host '127.0.0.2' is not in DATA_SOURCE_HOSTS"):
-        lifecycle.read_source(f"{http_host}/away", policy)
+        read_source(f"{http_host}/away", policy)
     with pytest.raises(DataValidationError, match="must be http or https"):
         policy.fetch("file:///etc/passwd", "file:///etc/passwd")
 
@@ -99,13 +99,13 @@ def test_downloads_have_a_size_cap_and_a_timeout(tmp_path, http_host):
     policy = SourcePolicy(tmp_path, hosts=("127.0.0.1",), max_bytes=10_000, timeout=0.5)
     for path in ("/big.csv", "/streamed.csv"):
         with pytest.raises(DataValidationError, match="larger than DATA_SOURCE_MAX_BYTES"):
-            lifecycle.read_source(f"{http_host}{path}", policy)
+            read_source(f"{http_host}{path}", policy)
     with pytest.raises(DataValidationError, match="could not fetch .*Timeout"):
-        lifecycle.read_source(f"{http_host}/slow.csv", policy)
+        read_source(f"{http_host}/slow.csv", policy)
 
 
 def test_errors_name_the_url_without_its_credentials(tmp_path, http_host):
     policy = SourcePolicy(tmp_path, hosts=("127.0.0.1",))
     with pytest.raises(DataValidationError) as caught:
-        lifecycle.read_source(f"{http_host.replace('//', '//me:hunter2@')}/missing.csv?token=abc", policy)
+        read_source(f"{http_host.replace('//', '//me:hunter2@')}/missing.csv?token=abc", policy)
     assert "hunter2" not in str(caught.value) and "abc" not in str(caught.value)

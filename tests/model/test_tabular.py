@@ -6,19 +6,23 @@ import io
 import json
 import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from model import lifecycle, tabular
-from model.batch import prediction_ids, read_image_batch, read_table_batch
+from model.batch import prediction_ids
 from model.data import Dataset, split
 from model.errors import DataValidationError
-from model.evaluate import evaluate, table_behavioural_checks
+from model.evaluate import evaluate
+from model.kinds import Limits
+from model.kinds.digits import KIND as DIGITS
+from model.kinds.table import KIND as TABLE
 from model.monitoring import ALERT, OK, drift_check
 from model.params import MonitoringParams, Params, TabularParams, TrainParams
-from model.snapshot import read_snapshot
+from model.snapshot import Snapshot, read_snapshot
 from model.sources import SourcePolicy
 from model.train import build_pipeline, train
 
@@ -104,7 +108,10 @@ def test_pipeline_one_hot_encodes_and_ignores_unknown_categories(wine, schema):
     pipeline = tabular.with_preprocessor(build_pipeline(TrainParams(estimator="logistic_regression"), 42), schema)
     fitted = train(pipeline, train_set.X, train_set.y)
     assert evaluate(fitted, holdout.X, holdout.y, schema.classes).accuracy >= 0.9
-    checks = table_behavioural_checks(fitted, holdout.X[:5], schema.to_dict())
+    snap = Snapshot(
+        path=Path("."), hash="h", train=train_set, holdout=holdout, profile={}, manifest={}, schema=schema.to_dict()
+    )
+    checks = TABLE.behaviour(fitted, snap, Params())
     assert checks == {"predicts_example": True, "handles_unknown_categories": True}
 
 
@@ -131,16 +138,20 @@ def test_drift_per_column_includes_category_shares(wine, schema):
     profile = tabular.reference_profile(X, y, schema, bins=5)
     rows = X.to_dict(orient="records")
     params = MonitoringParams(min_predictions_for_drift=50)
-    same = drift_check(profile, rows, list(y), [0.9] * len(rows), params)
+    same = drift_check(
+        profile, TABLE.drift(profile, [{"features": r} for r in rows]), list(y), [0.9] * len(rows), params
+    )
     assert same["status"] == OK, same["message"]
     assert same["features"][-1] == "region" and len(same["psi"]) == len(schema.columns)
     shifted = [{**row, "region": "south"} for row in rows]
-    result = drift_check(profile, shifted, list(y), [0.9] * len(rows), params)
+    result = drift_check(
+        profile, TABLE.drift(profile, [{"features": r} for r in shifted]), list(y), [0.9] * len(rows), params
+    )
     assert result["status"] == ALERT and "on region" in result["message"], result["message"]
 
 
 def test_batch_inputs(wine, schema):
-    batch = read_table_batch(csv(wine.drop(columns=["cultivar"]).assign(region="west")), "csv", schema)
+    batch = TABLE.read_batch(csv(wine.drop(columns=["cultivar"]).assign(region="west")), "csv", schema, Limits())
     assert len(batch.rows) == 178 and batch.rows[0]["region"] == "west", "unseen categories are scored, not refused"
     at = datetime.now(UTC)
     assert prediction_ids("b1", at, 3) == prediction_ids("b1", at, 3) != prediction_ids("b2", at, 3)
@@ -148,7 +159,9 @@ def test_batch_inputs(wine, schema):
     with zipfile.ZipFile(buf, "w") as archive:
         archive.writestr("notes.txt", "not an image")
     with pytest.raises(DataValidationError, match="holds no images"):
-        read_image_batch(buf.getvalue(), 10, 1000, 1000)
+        DIGITS.read_batch(
+            buf.getvalue(), "zip", None, Limits(max_batch_images=10, max_image_bytes=1000, max_pixels=1000)
+        )
     assert np.asarray(batch.X["alcohol"]).dtype == np.float64
 
 
@@ -165,6 +178,6 @@ def test_batch_inputs(wine, schema):
     ],
 )
 def test_a_token_in_a_source_url_is_never_recorded(source, recorded):
-    from model.lifecycle import redact_source
+    from model.kinds.table import redact_source
 
     assert redact_source(source) == recorded
