@@ -58,13 +58,12 @@ def write_snapshot(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=final.parent))
     try:
-        if schema is None:
-            np.savez_compressed(tmp / "train.npz", X=train.X, y=train.y)
-            np.savez_compressed(tmp / "holdout.npz", X=holdout.X, y=holdout.y)
-        else:
-            _write_table(tmp / "train.parquet", train)
-            _write_table(tmp / "holdout.parquet", holdout)
-            (tmp / "schema.json").write_text(json.dumps(schema, indent=2))
+        for name, part in (("train", train), ("holdout", holdout)):
+            if hasattr(part.X, "columns"):  # a frame keeps its column types in Parquet; arrays go to npz
+                _write_table(tmp / f"{name}.parquet", part)
+            else:
+                np.savez_compressed(tmp / f"{name}.npz", X=part.X, y=part.y)
+        (tmp / "schema.json").write_text(json.dumps(schema, indent=2))  # null for a kind without one
         (tmp / "profile.json").write_text(json.dumps(profile))
         (tmp / "manifest.json").write_text(json.dumps({**manifest, "hash": digest}, indent=2, default=str))
         for child in tmp.iterdir():
@@ -82,25 +81,23 @@ def write_snapshot(
 
 def read_snapshot(path: Path) -> Snapshot:
     manifest = json.loads((path / "manifest.json").read_text())
-    if (path / "schema.json").exists():
-        return Snapshot(
-            path=path,
-            hash=manifest["hash"],
-            train=_read_table(path / "train.parquet"),
-            holdout=_read_table(path / "holdout.parquet"),
-            profile=json.loads((path / "profile.json").read_text()),
-            manifest=manifest,
-            schema=json.loads((path / "schema.json").read_text()),
-        )
-    with np.load(path / "train.npz") as train, np.load(path / "holdout.npz") as holdout:
-        return Snapshot(
-            path=path,
-            hash=manifest["hash"],
-            train=Dataset(X=train["X"], y=train["y"]),
-            holdout=Dataset(X=holdout["X"], y=holdout["y"]),
-            profile=json.loads((path / "profile.json").read_text()),
-            manifest=manifest,
-        )
+    schema = path / "schema.json"
+    return Snapshot(
+        path=path,
+        hash=manifest["hash"],
+        train=_read_part(path, "train"),
+        holdout=_read_part(path, "holdout"),
+        profile=json.loads((path / "profile.json").read_text()),
+        manifest=manifest,
+        schema=json.loads(schema.read_text()) if schema.exists() else None,
+    )
+
+
+def _read_part(path: Path, name: str) -> Dataset:
+    if (path / f"{name}.parquet").exists():
+        return _read_table(path / f"{name}.parquet")
+    with np.load(path / f"{name}.npz") as part:
+        return Dataset(X=part["X"], y=part["y"])
 
 
 _TARGET = "__target__"

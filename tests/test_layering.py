@@ -78,3 +78,22 @@ def test_vendored_files_are_the_ones_recorded():
     assert recorded
     for name, digest in recorded:
         assert hashlib.sha256((vendor / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_only_the_task_kinds_branch_on_the_kind():
+    """What differs between digits and tables is asked of model/kinds/; nothing else compares kind names
+    or takes a missing schema to mean "images"."""
+    import re as regex
+
+    branch = regex.compile(
+        r"""==\s*["'](image|tabular)["']|["'](image|tabular)["']\s*==|schema is (not )?None|\.task =="""
+    )
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for package in ("model", "app", "plugins", "dags", "ops")
+        for path in _modules(package)
+        if "kinds" not in path.relative_to(ROOT).parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if branch.search(line)
+    ]
+    assert not found, found
