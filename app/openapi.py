@@ -45,7 +45,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "description": "tabular models: one object per row, keyed by column",
                 "properties": {"instances": {"type": "array", "items": _TABLE_ROW, "minItems": 1}},
             },
-            {"type": "object", "required": ["image"], "properties": {"image": {"type": "string", "format": "byte"}}},
+            {
+                "type": "object",
+                "required": ["image"],
+                "description": "image models (digits, photos): the image file's bytes in base64",
+                "properties": {"image": {"type": "string", "format": "byte"}},
+            },
         ]
     },
     "PredictResponse": {
@@ -64,6 +69,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "label": _LABEL,
                         "confidence": {"type": "number"},
                         "probabilities": {"type": "array", "items": {"type": "number"}},
+                        "top": {
+                            "type": "array",
+                            "description": "the three most likely classes, most likely first",
+                            "items": {
+                                "type": "object",
+                                "properties": {"label": _LABEL, "confidence": {"type": "number"}},
+                            },
+                        },
                         "value": {"type": "number"},
                         "interval": {
                             "type": "array",

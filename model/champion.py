@@ -66,7 +66,7 @@ def open_model(path: Path, name: str, version: str, info: dict[str, Any]) -> Mod
         raise ValueError(f"version {version} has no input example to smoke-test")
     metadata = meta.metadata or {}
     kind = kinds.named(metadata.get("task"))
-    spec = kind.spec(metadata)
+    spec = kind.spec(metadata, path)
     example = kind.example(raw_example, spec)
     task_type = str(metadata.get("task_type", regression.CLASSIFICATION))
     if task_type == regression.REGRESSION:

@@ -42,7 +42,7 @@ def ingest(params: Params, data_dir: Path, db: Database | None, sources: SourceP
 
     `sources` says which directory and hosts data may be read from.
     """
-    kind = kinds.configured(params)
+    kind = kinds.configured(params, sources)
     loaded = kind.load(params, sources, db, data_dir)
     p = params.data
     train_set, holdout = datasets.split(loaded.dataset, p.holdout_fraction, p.seed, stratify=loaded.stratify)
@@ -82,7 +82,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     )
     example = snap.holdout.X[:EXAMPLE_ROWS]
     kind_metadata = kind.metadata(snap)
-    compiled, compiled_note = _compile(pipeline, kind.text_columns(kind.spec(kind_metadata)), snap.holdout.X)
+    compiled, compiled_note = _compile(pipeline, kind.text_columns(kind_metadata), snap.holdout.X)
     extra_metadata: dict[str, Any] = {"task_type": snap.task_type}
     if numeric_target:
         extra_metadata["interval"] = regression.interval(pipeline, snap.holdout.X, snap.holdout.y)
@@ -118,7 +118,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
             **{f"{key}.json": value for key, value in kind_metadata.items()},
         },
         metadata={"task": kind.name, "compiled": compiled_note, **extra_metadata, **kind_metadata},
-        model_files={serving.COMPILED_FILE: compiled} if compiled else None,
+        model_files={**kind.model_files(snap), **({serving.COMPILED_FILE: compiled} if compiled else {})},
         predict_fn="predict" if numeric_target else "predict_proba",
     )
     with tempfile.TemporaryDirectory() as tmp:

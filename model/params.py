@@ -12,6 +12,9 @@ from pydantic import BaseModel, Field
 class DataParams(BaseModel):
     source: Literal["digits", "image_folder"] = "digits"
     image_folder: Path | None = None
+    # auto: a folder of photos (class folders named anything) goes through the pretrained backbone,
+    # a folder whose class folders are the digits 0-9 through the digits' 8x8 features
+    features: Literal["auto", "digits", "backbone"] = "auto"
     labels: list[int] = Field(default_factory=lambda: list(range(10)))
     holdout_fraction: float = Field(default=0.25, gt=0, lt=1)
     seed: int = 42

@@ -170,6 +170,14 @@ def load_compiled(
     return compiled, {**_engine(compiled, None), "max_difference": worst, "probe_rows": len(probes)}
 
 
+def noisy_probes(example: np.ndarray, rows: int = PROBES, seed: int = 0) -> np.ndarray:
+    """The example and noisy copies of it, in the example's value range (rows of numbers)."""
+    rng = np.random.default_rng(seed)
+    low, high = float(example.min()), float(example.max())
+    noise = rng.normal(0, (high - low) / 5 or 1, (rows, example.shape[1]))
+    return np.vstack([example, np.clip(np.resize(example, (rows, example.shape[1])) + noise, low, high)])
+
+
 def _engine(compiled: Compiled | None, reason: str | None) -> dict[str, Any]:
     import onnxruntime
 

@@ -34,6 +34,7 @@ UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 _WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
 _LOOKUP_WAIT_SECONDS = 1.0
 MAX_NAME_LENGTH = 255  # a file name, as file systems allow
+TOP = 3  # classes listed in each answer, most likely first
 _ENCODE_ALL_AT_ONCE = 32  # from this many rows, app/records.py encodes a request's records in one go
 
 
@@ -153,7 +154,7 @@ def _predict_and_log(
     if ext("settings").log_predictions:
         token, common = _common(model, source)
         encoded = None
-        if len(ids) >= _ENCODE_ALL_AT_ONCE and isinstance(inputs.X, np.ndarray) and name is None:
+        if len(ids) >= _ENCODE_ALL_AT_ONCE and inputs.rows is None and name is None:  # rows of numbers
             columns = {"_id": ids, "input_hash": inputs.input_hashes, "features": inputs.X, "label": labels,
                        "confidence": confidence, "probabilities": rounded,
                        "latency_ms": np.full(len(ids), latency_ms)}  # fmt: skip
@@ -168,10 +169,12 @@ def _predict_and_log(
                        for label, c, p in zip(labels, confidences, probabilities, strict=True)]  # fmt: skip
             ext("prediction_log").submit(_records(common, inputs, name, ids, outputs, latency_ms))
     _observe(source, latency_ms, model.version, labels)
+    ranked = np.argsort(-proba, axis=1, kind="stable")[:, :TOP]
     results = [
-        {"id": i, "label": label, "confidence": c, "probabilities": p}
-        for i, label, c, p in zip(ids, labels, confidences, probabilities, strict=True)
-    ]
+        {"id": i, "label": label, "confidence": c, "probabilities": p,
+         "top": [{"label": model.labels[j], "confidence": p[j]} for j in order]}
+        for i, label, c, p, order in zip(ids, labels, confidences, probabilities, ranked.tolist(), strict=True)
+    ]  # fmt: skip
     return results, latency_ms, token
 
 

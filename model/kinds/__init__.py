@@ -38,6 +38,7 @@ class Loaded:
     manifest: dict[str, Any]  # what the snapshot's manifest says of the source (source, validation, ...)
     schema: dict[str, Any] | None = None  # a table's columns, written beside the snapshot
     stratify: bool = True  # split by class (False for a numeric target)
+    profiled: Any = None  # what the kind's profile() needs beside the rows, not written anywhere
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,15 @@ class TaskKind(Protocol):
 
     def metadata(self, snap: Snapshot) -> dict[str, Any]: ...
 
-    def spec(self, metadata: dict[str, Any]) -> Any: ...
+    def model_files(self, snap: Snapshot) -> dict[str, bytes]: ...
+
+    def spec(self, metadata: dict[str, Any], path: Path | None) -> Any: ...
 
     def example(self, raw: Any, spec: Any) -> Any: ...
 
     def probes(self, example: Any, spec: Any) -> Any: ...
 
-    def text_columns(self, spec: Any) -> list[str] | None: ...
+    def text_columns(self, metadata: dict[str, Any]) -> list[str] | None: ...
 
     def usage(self, spec: Any) -> str: ...
 
@@ -113,15 +116,24 @@ class TaskKind(Protocol):
 
 def named(name: str | None) -> TaskKind:
     """The kind a snapshot or a registered model records (models from before kinds were recorded: digits)."""
-    from model.kinds import digits, table
+    from model.kinds import digits, photo, table
 
-    kinds: dict[str, TaskKind] = {digits.KIND.name: digits.KIND, table.KIND.name: table.KIND}
+    kinds: dict[str, TaskKind] = {kind.name: kind for kind in (digits.KIND, table.KIND, photo.KIND)}
     try:
         return kinds[name or digits.KIND.name]
     except KeyError:
         raise ValueError(f"unknown task kind {name!r}; known: {sorted(kinds)}") from None
 
 
-def configured(params: Params) -> TaskKind:
-    """The kind params.yaml asks for."""
-    return named(params.task)
+def configured(params: Params, sources: SourcePolicy) -> TaskKind:
+    """The kind params.yaml asks for. An image folder is photos unless every class folder is named by a
+    digit (data.features: digits or backbone decides instead)."""
+    from model import images
+    from model.kinds import digits, photo
+
+    if params.task != "image" or params.data.source != "image_folder" or params.data.image_folder is None:
+        return named(params.task)
+    if params.data.features != "auto":
+        return digits.KIND if params.data.features == "digits" else photo.KIND
+    folders = [name for name, _ in images.class_folders(sources.local_path(params.data.image_folder))]
+    return digits.KIND if all(name in "0123456789" and len(name) == 1 for name in folders) else photo.KIND

@@ -21,6 +21,7 @@ from model.features import MAX_VALUE, N_FEATURES, SIDE, image_to_features
 from model.images import decode_image
 from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded
 from model.monitoring import psi
+from model.serving import noisy_probes
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -99,22 +100,21 @@ class Digits:
     def metadata(self, snap: Snapshot) -> dict[str, Any]:
         return {}
 
+    def model_files(self, snap: Snapshot) -> dict[str, bytes]:
+        return {}
+
     # -- serving --------------------------------------------------------------------------------------
 
-    def spec(self, metadata: dict[str, Any]) -> None:
+    def spec(self, metadata: dict[str, Any], path: Path | None) -> None:
         return None
 
     def example(self, raw: Any, spec: None) -> np.ndarray:
         return np.asarray(raw, dtype=np.float64)
 
-    def probes(self, example: np.ndarray, spec: None, rows: int = 64, seed: int = 0) -> np.ndarray:
-        """The example and noisy copies of it, in the example's value range."""
-        rng = np.random.default_rng(seed)
-        low, high = float(example.min()), float(example.max())
-        noise = rng.normal(0, (high - low) / 5 or 1, (rows, example.shape[1]))
-        return np.vstack([example, np.clip(np.resize(example, (rows, example.shape[1])) + noise, low, high)])
+    def probes(self, example: np.ndarray, spec: None) -> np.ndarray:
+        return noisy_probes(example)
 
-    def text_columns(self, spec: None) -> None:
+    def text_columns(self, metadata: dict[str, Any]) -> None:
         return None
 
     def usage(self, spec: None) -> str:

@@ -131,9 +131,12 @@ class Table:
     def metadata(self, snap: Snapshot) -> dict[str, Any]:
         return {"schema": snap.schema}
 
+    def model_files(self, snap: Snapshot) -> dict[str, bytes]:
+        return {}
+
     # -- serving --------------------------------------------------------------------------------------
 
-    def spec(self, metadata: dict[str, Any]) -> Schema:
+    def spec(self, metadata: dict[str, Any], path: Path | None = None) -> Schema:
         if not metadata.get("schema"):
             raise ValueError("a tabular model needs its schema in the MLmodel metadata")
         return Schema.from_dict(metadata["schema"])
@@ -160,8 +163,8 @@ class Table:
                 frame[column.name] = values
         return pd.concat([example, frame], ignore_index=True)
 
-    def text_columns(self, spec: Schema) -> list[str]:
-        return spec.categorical
+    def text_columns(self, metadata: dict[str, Any]) -> list[str]:
+        return self.spec(metadata).categorical
 
     def usage(self, spec: Schema) -> str:
         example = {c.name: "..." for c in spec.columns[:3]}
