@@ -200,6 +200,7 @@ def validate_and_promote(
             f"this snapshot is {kind.name} data: give each task kind its own MODEL_NAME"
         )
     champion_metrics: Any = None
+    champion_behaviour: dict[str, object] | None = None
     unverified = ""
     if champion_info is not None and champion_info.version != version:
         try:
@@ -209,10 +210,13 @@ def validate_and_promote(
                 provenance.recorded(db, name, champion_info.version),
             )
             champion_metrics = holdout_metrics(champion)
+            champion_behaviour = kind.behaviour(champion, snap, params)
         except provenance.ProvenanceError as exc:  # judged against the floor alone, and said so
             unverified = f" (the champion was not compared: {exc})"
             log.warning("champion not loaded: %s", exc)
-    decision = decide_promotion(challenger_metrics, champion_metrics, behaviour, params.promotion, baseline, metric)
+    decision = decide_promotion(
+        challenger_metrics, champion_metrics, behaviour, params.promotion, baseline, metric, champion_behaviour
+    )
     if unverified:
         decision = type(decision)(decision.promote, decision.reason + unverified)
     if champion_info is not None and champion_info.version == version:
@@ -228,6 +232,7 @@ def validate_and_promote(
         "baseline_metrics": baseline.flat(),
         "metric": metric,
         "behaviour": behaviour,
+        "champion_behaviour": champion_behaviour,
         "thresholds": params.promotion.model_dump(),
         "outcome": outcome,
         "reason": decision.reason,

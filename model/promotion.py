@@ -28,12 +28,14 @@ def decide_promotion(
     params: PromotionParams,
     baseline: Scored | None = None,
     metric: str = "accuracy",
+    champion_behaviour: dict[str, object] | None = None,
 ) -> Decision:
     """Promote when the challenger beats the trivial baseline (majority class, or the mean) by
     `min_lift` (and the floor, if one is set), does not lose more than `max_regression` to the
-    champion, and behaves. For an error metric (rmse, mae: lower is better) both are shares: the
-    challenger must be `min_lift` below the baseline's error, and within `max_regression` above the
-    champion's.
+    champion, behaves, and scores no worse than the champion on the kind's own evaluation sets (the
+    behaviour checks named `<set>_accuracy`, e.g. digits as people upload them). For an error metric
+    (rmse, mae: lower is better) both are shares: the challenger must be `min_lift` below the
+    baseline's error, and within `max_regression` above the champion's.
 
     Every figure the decision used is in its reason, with the setting that would change it.
     """
@@ -72,6 +74,14 @@ def decide_promotion(
         failures.append(
             f"a one-pixel shift costs {behaviour.get('shift_accuracy_drop')} accuracy (allowed {params.max_shift_drop})"
         )
+    for check, value in behaviour.items():  # a kind's evaluation sets (`<set>_accuracy`): no worse than the champion's
+        theirs = (champion_behaviour or {}).get(check)
+        if check.endswith("_accuracy") and isinstance(value, float) and isinstance(theirs, float):
+            if value < theirs - params.max_regression:
+                failures.append(
+                    f"{check} {value:.4f} loses more than promotion.max_regression={params.max_regression:g} "
+                    f"to the champion's {theirs:.4f}"
+                )
     figures = f"model {score:.4f}, baseline {_or_none(base)}, floor {_or_none(params.min_accuracy)}"
     if failures:
         return Decision(False, "rejected: " + "; ".join(failures) + f" ({metric}: {figures})")

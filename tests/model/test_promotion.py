@@ -104,3 +104,14 @@ def test_imbalanced_classes_are_judged_on_a_metric_the_majority_class_cannot_pas
     assert base.accuracy > 0.4 and base.balanced_accuracy == pytest.approx(1 / 3, abs=0.01)
     majority = decide_promotion(base, None, GOOD, PromotionParams(), base, metric)
     assert not majority.promote and "balanced_accuracy" in majority.reason
+
+
+def test_a_challenger_that_reads_an_evaluation_set_worse_than_the_champion_is_refused():
+    """A kind's evaluation sets (behaviour checks named <set>_accuracy) are compared with the champion's."""
+    ok = {"predicts_example": True}
+    worse = decide_promotion(metrics(0.97), metrics(0.96), {**ok, "rendered_accuracy": 0.80}, PARAMS,
+                             champion_behaviour={**ok, "rendered_accuracy": 0.90})  # fmt: skip
+    assert not worse.promote and "rendered_accuracy 0.8000 loses more than" in worse.reason
+    same = decide_promotion(metrics(0.97), metrics(0.96), {**ok, "rendered_accuracy": 0.90}, PARAMS,
+                            champion_behaviour={**ok, "rendered_accuracy": 0.90})  # fmt: skip
+    assert same.promote, same.reason
