@@ -60,3 +60,11 @@ def test_tiny_table_benchmark_serves_compiled_and_logs_every_batch_row():
         "rows_per_s": 0,
         "file_mb": 0,
     }
+
+
+def test_tiny_photo_benchmark_serves_the_backbone_and_logs_every_photo():
+    stdout, data = run_tiny("bench.photos", "photos")
+    assert "one 600x400 JPEG" in stdout and "photos/s end to end" in stdout
+    assert data["serving"]["engine"] == "onnxruntime" and data["champion"]["outcome"] == "promoted"
+    assert all(row["errors"] == 0 for row in data["summary"].values())
+    assert data["batch"]["status"] == "succeeded" and data["batch"]["lost"] == 0 and data["batch"]["photos"] == 20
