@@ -2,75 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-import re
-import secrets
 import time
-from collections import Counter
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from functools import wraps
+from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
-from pymongo.errors import PyMongoError
 
-from app.errors import ApiError, Forbidden, InvalidInput, NoModel, NotFound, Unauthorized
-from app.inputs import Inputs, decode_base64, from_image_bytes, json_body, parse_predict
+from app import reads, recorder
+from app.auth import check_feedback_right, has_api_key, require_admin, require_api_key
+from app.errors import InvalidInput, NoModel
+from app.inputs import decode_base64, from_image_bytes, json_body, parse_predict
 from app.openapi import documented, openapi_document
-from app.records import encode_rows
-from app.requests_log import request_id, request_started
-from model import regression
+from app.requests_log import request_started
 from model.champion import Model
-from model.ids import time_ordered_ids
-from model.statistics import request_increments
-from model.store import FEEDBACK, MONITORING_REPORTS, PREDICTIONS, window_statistics
+from model.store import FEEDBACK
 
 bp = Blueprint("api", __name__)
-UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_WINDOW = re.compile(r"^(\d{1,4})([mhd])$")
-_LOOKUP_WAIT_SECONDS = 1.0
 MAX_NAME_LENGTH = 255  # a file name, as file systems allow
-TOP = 3  # classes listed in each answer, most likely first
-_ENCODE_ALL_AT_ONCE = 32  # from this many rows, app/records.py encodes a request's records in one go
 
 
 def ext(name: str) -> Any:
     return current_app.extensions[name]
-
-
-def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not _has_api_key():
-            raise Unauthorized("this route needs the API key in the X-API-Key header")
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not _is_admin():
-            raise Unauthorized("admin routes need the ADMIN_TOKEN in the X-Admin-Token header")
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def _is_admin() -> bool:
-    token = ext("settings").admin_token.get_secret_value()
-    given = request.headers.get("X-Admin-Token") or _bearer()
-    return bool(token and given and hmac.compare_digest(given.encode(), token.encode()))
-
-
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
-    return header[7:] if header.startswith("Bearer ") else None
 
 
 def serving_model() -> Model:
@@ -99,7 +52,7 @@ def predict() -> Response:
     inputs = parse_predict(
         request, model, settings.max_batch_rows, settings.max_upload_bytes, settings.max_image_pixels
     )
-    results, latency_ms, token = _predict_and_log(model, inputs, "predict", started)
+    results, latency_ms, token = recorder.record(model, inputs, "predict", started)
     return jsonify(
         predictions=results,
         model={"name": model.name, "version": model.version, "labels": model.labels, "task_type": model.task_type},
@@ -131,123 +84,8 @@ def predict_compat() -> Response:
     inputs = from_image_bytes(
         model, decode_base64(body["data"], "data"), "data", settings.max_upload_bytes, settings.max_image_pixels
     )
-    results, _, token = _predict_and_log(model, inputs, "inference/image", started, name=name)
+    results, _, token = recorder.record(model, inputs, "inference/image", started, name=name)
     return jsonify(uuid=results[0]["id"], feedback_token=token)
-
-
-def _predict_and_log(
-    model: Model, inputs: Inputs, source: str, started: float, name: str | None = None
-) -> tuple[list[dict[str, Any]], float, str | None]:
-    """The predictions, the latency, and the token that lets the caller send feedback on them."""
-    if model.regression:
-        return _regress_and_log(model, inputs, source, started, name)
-    proba = model.predict_proba(inputs.X)
-    best = proba.argmax(axis=1)
-    labels = [model.labels[i] for i in best.tolist()]
-    confidence = proba[np.arange(len(best)), best]
-    confidences = confidence.tolist()
-    rounded = proba.round(6)
-    probabilities = rounded.tolist()
-    ids = time_ordered_ids(len(labels))
-    latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    token = None
-    if ext("settings").log_predictions:
-        token, common = _common(model, source)
-        encoded = None
-        if len(ids) >= _ENCODE_ALL_AT_ONCE and inputs.rows is None and name is None:  # rows of numbers
-            columns = {"_id": ids, "input_hash": inputs.input_hashes, "features": inputs.X, "label": labels,
-                       "confidence": confidence, "probabilities": rounded,
-                       "latency_ms": np.full(len(ids), latency_ms)}  # fmt: skip
-            encoded = encode_rows(PREDICTIONS, common, columns, len(ids))
-        if encoded is not None:
-            rollups = request_increments(
-                common["ts"], model.name, model.version, model.labels, best, confidence, latency_ms
-            )
-            ext("prediction_log").submit_encoded(PREDICTIONS, encoded[0], encoded[1], ids, rollups)
-        else:
-            outputs = [{"label": label, "confidence": c, "probabilities": p}
-                       for label, c, p in zip(labels, confidences, probabilities, strict=True)]  # fmt: skip
-            ext("prediction_log").submit(_records(common, inputs, name, ids, outputs, latency_ms))
-    _observe(source, latency_ms, model.version, labels)
-    ranked = np.argsort(-proba, axis=1, kind="stable")[:, :TOP]
-    results = [
-        {"id": i, "label": label, "confidence": c, "probabilities": p,
-         "top": [{"label": model.labels[j], "confidence": p[j]} for j in order]}
-        for i, label, c, p, order in zip(ids, labels, confidences, probabilities, ranked.tolist(), strict=True)
-    ]  # fmt: skip
-    return results, latency_ms, token
-
-
-def _regress_and_log(
-    model: Model, inputs: Inputs, source: str, started: float, name: str | None
-) -> tuple[list[dict[str, Any]], float, str | None]:
-    """A regressor's values, each with the model's conformal interval (model/regression.py)."""
-    outputs = regression.answers(model.predict_values(inputs.X), model.half_width(), model.info.get("value_bins"))
-    ids = time_ordered_ids(len(outputs))
-    latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    token = None
-    if ext("settings").log_predictions:
-        token, common = _common(model, source)
-        ext("prediction_log").submit(_records(common, inputs, name, ids, outputs, latency_ms))
-    _observe(source, latency_ms, model.version, ["(value)"] * len(ids))
-    answers = [{"id": i, "value": o["value"], "interval": o["interval"]} for i, o in zip(ids, outputs, strict=True)]
-    return answers, latency_ms, token
-
-
-def _common(model: Model, source: str) -> tuple[str, dict[str, Any]]:
-    """A request's feedback token, and what every record of the request shares."""
-    token = secrets.token_urlsafe(16)
-    return token, {
-        "kind": "prediction",
-        "feedback_key": _feedback_key(token),
-        "ts": datetime.now(UTC),
-        "model_name": model.name,
-        "model_version": model.version,
-        "source": source,
-        "request_id": request_id(),
-    }
-
-
-def _observe(source: str, latency_ms: float, version: str, labels: list[Any]) -> None:
-    metrics = ext("metrics")
-    metrics.latency.labels(source).observe(latency_ms / 1000)
-    for label, count in Counter(labels).items():
-        metrics.predictions.labels(str(label), version).inc(count)
-
-
-def _feedback_key(token: str) -> str:
-    """What a record keeps of its feedback token: a hash, so reading the log does not grant feedback."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _records(
-    common: dict[str, Any],
-    inputs: Inputs,
-    name: str | None,
-    ids: list[str],
-    outputs: list[dict[str, Any]],
-    latency_ms: float,
-) -> list[dict[str, Any]]:
-    """One prediction-log record per row: metadata, the input features and the row's outputs (a label,
-    its confidence and probabilities; or a value and its interval)."""
-    rows = inputs.rows if inputs.rows is not None else inputs.X.tolist()
-    store_images = ext("settings").store_images
-    records = []
-    for i, record_id in enumerate(ids):
-        record = {
-            "_id": record_id,
-            **common,
-            "input_hash": inputs.input_hashes[i],
-            "features": rows[i],
-            **outputs[i],
-            "latency_ms": latency_ms,
-        }
-        if name is not None:
-            record["name"] = name
-        if store_images and inputs.images[i] is not None:
-            record["image"] = inputs.images[i]
-        records.append(record)
-    return records
 
 
 # -- the prediction log --------------------------------------------------------------------------------
@@ -261,7 +99,7 @@ def _records(
 )
 @require_api_key
 def get_prediction(prediction_id: str) -> Response:
-    record = _find_prediction(prediction_id)
+    record = reads.prediction(prediction_id)
     return jsonify(_public(record))
 
 
@@ -284,8 +122,8 @@ def post_feedback(prediction_id: str) -> Response:
     allowed = model.labels if model else list(range(10))
     if isinstance(label, bool) or not isinstance(label, int | str) or label not in allowed:
         raise InvalidInput(f"label must be one of {allowed}, got {label!r}", field="label")
-    record = _find_prediction(prediction_id)
-    _check_feedback_right(record, body.get("token"))
+    record = reads.prediction(prediction_id)
+    check_feedback_right(record, body.get("token"))
     doc = {
         "_id": prediction_id,
         "prediction_id": prediction_id,
@@ -306,8 +144,8 @@ def _value_feedback(prediction_id: str, body: dict[str, Any]) -> Response:
     value = body.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f'send the true value as a finite number, {{"value": 12.5}}; got {value!r}', field="value")
-    record = _find_prediction(prediction_id)
-    _check_feedback_right(record, body.get("token"))
+    record = reads.prediction(prediction_id)
+    check_feedback_right(record, body.get("token"))
     predicted = record.get("value")
     doc = {
         "_id": prediction_id,
@@ -322,47 +160,6 @@ def _value_feedback(prediction_id: str, body: dict[str, Any]) -> Response:
     }
     ext("prediction_log").submit([doc], collection=FEEDBACK)
     return jsonify(prediction_id=prediction_id, value=doc["value"], error=doc["error"])
-
-
-def _check_feedback_right(record: dict[str, Any], token: Any) -> None:
-    if _is_admin():
-        return
-    key = record.get("feedback_key")
-    if not isinstance(token, str) or not token:
-        raise Forbidden(
-            'send the feedback_token that came with the prediction as "token" '
-            "(or the ADMIN_TOKEN in X-Admin-Token to label as an operator)",
-            field="token",
-        )
-    if not isinstance(key, str) or not hmac.compare_digest(_feedback_key(token).encode(), key.encode()):
-        raise Forbidden("this token was not issued with that prediction", field="token")
-
-
-def _find_prediction(prediction_id: str) -> dict[str, Any]:
-    if not UUID_PATTERN.match(prediction_id):
-        raise InvalidInput(f"'{prediction_id}' is not a prediction id (a lowercase UUID)", field="id")
-    recent = ext("prediction_log").recent(prediction_id)
-    if recent is not None:
-        return recent
-    # Another worker may not have flushed it yet: wait for that only while the id (UUIDv7: its first 48
-    # bits are its creation time in ms) is young enough to be in flight, never for an old or unknown one.
-    created = int(prediction_id[:8] + prediction_id[9:13], 16) / 1000
-    age = time.time() - created
-    deadline = time.monotonic() + (_LOOKUP_WAIT_SECONDS - age if -1.0 < age < _LOOKUP_WAIT_SECONDS else 0.0)
-    while True:
-        try:
-            record = ext("db")[PREDICTIONS].find_one({"_id": prediction_id, "kind": "prediction"})
-        except PyMongoError as exc:
-            raise ApiError(
-                f"the prediction log is unavailable right now ({type(exc).__name__}); try again shortly",
-                code="storage_unavailable",
-                status=503,
-            ) from exc
-        if record is not None:
-            return record
-        if time.monotonic() >= deadline:
-            raise NotFound(f"no prediction with id {prediction_id}")
-        time.sleep(0.1)
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -458,7 +255,7 @@ def health() -> tuple[Response, int]:
 def model_info() -> Response:
     model = serving_model()
     info = {key: value for key, value in model.info.items() if key not in ("path", "registry")}  # this host's
-    if not _has_api_key():  # the page needs name, version, labels and metrics; the registry's details need the key
+    if not has_api_key():  # the page needs name, version, labels and metrics; the registry's details need the key
         info = {key: value for key, value in info.items() if key not in _PRIVATE_INFO}
     return jsonify({**info, "name": model.name, "version": model.version, "labels": model.labels,
                     "loaded_at": model.loaded_at})  # fmt: skip
@@ -467,55 +264,19 @@ def model_info() -> Response:
 _PRIVATE_INFO = ("run_id", "tags", "digest", "dataset_hash")
 
 
-def _has_api_key() -> bool:
-    """True when no API key is set, or the request carries it."""
-    key = ext("settings").api_key
-    if key is None or not key.get_secret_value():
-        return True
-    given = request.headers.get("X-API-Key") or _bearer()
-    if not given:
-        return False
-    return hmac.compare_digest(given.encode(), key.get_secret_value().encode())
-
-
 @bp.get("/statistics")
 @documented(
     "Prediction statistics over a window (`?window=24h`, also m or d units)", response="Statistics", errors=(422, 503)
 )
 def statistics() -> Response:
     window = request.args.get("window", "24h")
-    match = _WINDOW.match(window)
-    if not match:
-        raise InvalidInput(f"window must look like 30m, 24h or 7d, got {window!r}", field="window")
-    amount, unit = int(match.group(1)), match.group(2)
-    delta = {"m": timedelta(minutes=amount), "h": timedelta(hours=amount), "d": timedelta(days=amount)}[unit]
-    if delta > timedelta(days=366):
-        raise InvalidInput("window may cover at most 366 days", field="window")
-    try:
-        stats = window_statistics(ext("db"), datetime.now(UTC) - delta)
-    except PyMongoError as exc:
-        raise ApiError(
-            f"statistics are unavailable while MongoDB is unreachable ({type(exc).__name__})",
-            code="storage_unavailable",
-            status=503,
-        ) from exc
-    return jsonify({"window": window, **stats})
+    return jsonify({"window": window, **reads.statistics(window)})
 
 
 @bp.get("/monitoring/latest")
 @documented("The latest report of the monitor_platform DAG", response="MonitoringReport", errors=(404, 503))
 def monitoring_latest() -> Response:
-    try:
-        report = ext("db")[MONITORING_REPORTS].find_one(sort=[("created_at", -1)])
-    except PyMongoError as exc:
-        raise ApiError(
-            f"MongoDB is unreachable ({type(exc).__name__})", code="storage_unavailable", status=503
-        ) from exc
-    if report is None:
-        raise NotFound("no monitoring report yet: the monitor_platform DAG writes one per run")
-    report["id"] = str(report.pop("_id"))
-    report["created_at"] = report["created_at"].isoformat()
-    return jsonify(report)
+    return jsonify(reads.latest_report())
 
 
 @bp.get("/metrics")

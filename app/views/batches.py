@@ -13,10 +13,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, send_file
 from pymongo.errors import PyMongoError
 
+from app.auth import require_api_key
 from app.errors import ApiError, InvalidInput, NotFound, PayloadTooLarge, UnsupportedMedia
 from app.openapi import documented
+from app.reads import UUID_PATTERN
 from app.requests_log import request_id
-from app.views.api import UUID_PATTERN, ext, require_api_key, serving_model
+from app.views.api import ext, serving_model
 from model.batch import batch_file
 from model.store import BATCHES, update_batch
 

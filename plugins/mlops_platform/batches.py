@@ -13,9 +13,8 @@ import numpy as np
 
 from config.settings import Settings
 from model import batch as batches
-from model import provenance, regression
+from model import prediction, provenance
 from model.batch import batch_file
-from model.champion import Model
 from model.errors import DataValidationError
 from model.kinds import Limits
 from model.registry import CHAMPION
@@ -76,7 +75,6 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         n = len(inputs.rows)
         update_batch(db, batch_id, rows=n, model_version=champion.version, model_name=settings.model_name)
         ids = batches.prediction_ids(batch_id, job["created_at"], n)
-        answers = _answers(model)
         outputs: list[dict[str, Any]] = []
         base = {
             "kind": "prediction",
@@ -91,11 +89,9 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
             for start in range(0, n, CHUNK_ROWS):
                 stop = min(start + CHUNK_ROWS, n)
                 chunk = inputs.X.iloc[start:stop] if hasattr(inputs.X, "iloc") else inputs.X[start:stop]
-                answered = answers(chunk)
-                records = [
-                    {"_id": ids[i], **base, "row": inputs.keys[i], "features": inputs.rows[i], **answered[i - start]}
-                    for i in range(start, stop)
-                ]  # fmt: skip
+                answered = prediction.answer(model, chunk).outputs
+                rows = {"row": inputs.keys[start:stop]}
+                records = prediction.documents(base, ids[start:stop], inputs.rows[start:stop], answered, rows)
                 writer.write(start, records)  # MongoDB stores this chunk while the next one is scored
                 outputs.extend(answered)
         stored = writer.stored
@@ -112,26 +108,6 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
         }
         update_batch(db, batch_id, **summary)
         return {k: v for k, v in summary.items() if k != "finished_at"}
-
-
-def _answers(model: Model) -> Any:
-    """A function from a chunk of rows to each row's outputs, as the prediction record stores them."""
-    if model.regression:
-        half, bins = model.half_width(), model.info.get("value_bins")
-        return lambda chunk: regression.answers(model.predict_values(chunk), half, bins)
-    classes = np.asarray(model.labels, dtype=object)
-
-    def classes_of(chunk: Any) -> list[dict[str, Any]]:
-        proba = model.predict_proba(chunk)
-        best = proba.argmax(axis=1)
-        labels, confidence = classes[best].tolist(), proba[np.arange(len(best)), best].tolist()
-        rounded = proba.round(6).tolist()
-        return [
-            {"label": label, "confidence": c, "probabilities": p}
-            for label, c, p in zip(labels, confidence, rounded, strict=True)
-        ]
-
-    return classes_of
 
 
 def _summary(outputs: list[dict[str, Any]]) -> dict[str, Any]:

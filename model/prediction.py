@@ -1,0 +1,90 @@
+"""The prediction record: a model's answers to rows and the document each row becomes in `predictions`.
+
+The one place that knows a record's layout, for the app (online, app/recorder.py) and batch scoring
+alike: `answer` turns a model's output into each row's fields (a class, its confidence and
+probabilities; or a value, its interval and histogram bin), `documents` puts them together with what
+every record carries, and `columns` gives the same layout column-wise, for the one-pass BSON encoder
+(app/records.py) that encodes a large request's records at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model import regression
+from model.champion import Model
+
+TOP = 3  # classes listed in each online answer, most likely first
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One model call's answers for n rows."""
+
+    outputs: list[dict[str, Any]]  # each row's fields as its record stores them
+    labels: list[Any]  # the predicted class, or "(value)" for a regressor (for metrics)
+    best: np.ndarray | None = None  # classification: each row's class index
+    confidence: np.ndarray | None = None  # classification: each row's probability of that class
+    proba: np.ndarray | None = None  # classification: all probabilities, rounded as stored
+
+    def public(self, ids: list[str], classes: list[Any]) -> list[dict[str, Any]]:
+        """What /predict answers per row: its id and outputs, and for a classifier the top classes."""
+        if self.proba is None:
+            pairs = zip(ids, self.outputs, strict=True)
+            return [{"id": i, "value": o["value"], "interval": o["interval"]} for i, o in pairs]
+        ranked = np.argsort(-self.proba, axis=1, kind="stable")[:, :TOP].tolist()
+        return [
+            {"id": i, **o, "top": [{"label": classes[j], "confidence": o["probabilities"][j]} for j in order]}
+            for i, o, order in zip(ids, self.outputs, ranked, strict=True)
+        ]
+
+
+def answer(model: Model, X: Any) -> Answers:
+    """The served model's answers to the rows X (as its kind parsed them)."""
+    if model.regression:
+        outputs = regression.answers(model.predict_values(X), model.half_width(), model.info.get("value_bins"))
+        return Answers(outputs=outputs, labels=["(value)"] * len(outputs))
+    proba = model.predict_proba(X)
+    best = proba.argmax(axis=1)
+    labels = [model.labels[i] for i in best.tolist()]
+    confidence = proba[np.arange(len(best)), best]
+    rounded = proba.round(6)
+    outputs = [
+        {"label": label, "confidence": c, "probabilities": p}
+        for label, c, p in zip(labels, confidence.tolist(), rounded.tolist(), strict=True)
+    ]
+    return Answers(outputs=outputs, labels=labels, best=best, confidence=confidence, proba=rounded)
+
+
+def documents(
+    common: dict[str, Any],
+    ids: list[str],
+    features: list[Any],
+    answers: list[dict[str, Any]],
+    per_row: dict[str, list[Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One record per row: `_id`, the fields every record of the call shares (`common`: kind, ts, model,
+    source, ...), then the row's own (`per_row`, e.g. input_hash or the batch row's key), its features
+    and its answer."""
+    own = per_row or {}
+    return [
+        {"_id": record_id, **common, **{key: values[i] for key, values in own.items()}, "features": features[i],
+         **answers[i]}
+        for i, record_id in enumerate(ids)
+    ]  # fmt: skip
+
+
+def columns(ids: list[str], input_hashes: list[str], X: np.ndarray, answers: Answers) -> dict[str, Any]:
+    """A classification's records column by column (what `documents` gives row by row, but for `common`)."""
+    assert answers.confidence is not None and answers.proba is not None
+    return {
+        "_id": ids,
+        "input_hash": input_hashes,
+        "features": X,
+        "label": answers.labels,
+        "confidence": answers.confidence,
+        "probabilities": answers.proba,
+    }
