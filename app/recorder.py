@@ -2,7 +2,7 @@
 
 `record` is all a view calls: it asks the model (model/prediction.py owns the answers and the
 record's layout), gives each row a time-ordered id, and hands the records to this process's log
-(app/prediction_log.py), encoded in one pass when the rows allow it (app/records.py), with the
+(app/prediction_log/), encoded in one pass when the rows allow it (app/records.py), with the
 rollup increments that go with them. The view only translates HTTP.
 """
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import bson
 import numpy as np
 
-from app.prediction_log import _wrap
+from app.prediction_log import wrap
 from app.records import encode_rows
 from model.ids import time_ordered_ids
 
@@ -27,7 +27,7 @@ def test_encoded_rows_equal_bson_encode_per_record():
         for i in range(n)
     ]  # fmt: skip
     assert raws == expected
-    assert entries == b"".join(_wrap("predictions", raw) for raw in expected)
+    assert entries == b"".join(wrap("predictions", raw) for raw in expected)
 
 
 def test_rows_that_cannot_share_a_layout_are_left_to_the_caller():

@@ -20,42 +20,34 @@ Guarantees, in order of the path a record takes:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
-import socket
-import struct
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bson
-from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from app.prediction_log.files import HOST, TZ_AWARE, LogUnavailable, PartialFile, entry, wrap
+from app.prediction_log.journal import Journal
+from app.prediction_log.outbox import Outbox
 from model.ids import time_ordered_ids
 from model.statistics import merge_increments, rollup_increments
 from model.store import FEEDBACK, PREDICTIONS, ROLLUPS, apply_rollups, insert_predictions
 
 log = logging.getLogger(__name__)
-
-
-class PartialFile(Exception):
-    """An outbox or journal file ends in (or holds) a record that does not parse: it is quarantined."""
-
-
-class LogUnavailable(Exception):
-    """A record could not be made durable (disk full, outbox at its cap): the request must not be acknowledged."""
+__all__ = ["HOST", "Journal", "LogUnavailable", "Outbox", "PartialFile", "PredictionLog", "entry", "wrap"]
 
 
 @dataclass
@@ -65,237 +57,6 @@ class LogStats:
     outboxed: int = 0
     replayed: int = 0
     failures: int = 0
-
-
-class Outbox:
-    """Append-only BSON files, one per process; any process may replay a dead process's file."""
-
-    def __init__(self, directory: Path, token: str) -> None:
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.token = token
-        self.path = self.dir / f"outbox-{HOST}-{os.getpid()}-{token}.bson"
-        self._lock = threading.Lock()
-
-    def append(self, entries: bytes, count: int) -> int:
-        """Append `count` encoded entries (see `entry`) and fsync before returning; returns count."""
-        if not entries:
-            return 0
-        with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                start = os.fstat(fd).st_size
-                try:
-                    write_all(fd, entries)
-                    os.fsync(fd)
-                except OSError:
-                    _truncate(fd, start)  # no partial record left behind for the replay to trip on
-                    raise
-            finally:
-                os.close(fd)
-        return count
-
-    def claim(self) -> list[Path]:
-        """Take every outbox or journal file that is ours to replay or whose writer is gone, oldest first."""
-        claimed = []
-        names = ("outbox-*.bson", "replay-*.bson", "journal-*.bson")
-        candidates = [p for pattern in names for p in self.dir.glob(pattern)]
-        for path in sorted(candidates, key=_mtime):
-            kind, host, pid, token = _owner(path.name)
-            mine = host == HOST and pid == os.getpid() and token == self.token
-            if kind == "journal" and (mine or self._writer_alive(host, pid, token)):
-                continue  # a live process's write-ahead journal, not an outbox
-            if kind in ("outbox", "replay") and not mine and self._writer_alive(host, pid, token):
-                continue
-            target = self.dir / f"replay-{HOST}-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
-            with self._lock:
-                try:
-                    path.rename(target)
-                except FileNotFoundError:
-                    continue  # another process claimed it first
-            claimed.append(target)
-        return claimed
-
-    def _writer_alive(self, host: str, pid: int, token: str) -> bool:
-        """Whether the process that wrote a file may still be writing it.
-
-        Another machine's or container's file (another hostname) is taken to be alive: its pid means
-        nothing here, so it is never claimed (give each replica its own directory). Our hostname from
-        an earlier boot: dead. Otherwise the pid decides; our own pid with another token is a dead
-        process whose pid we reuse.
-        """
-        if host[:9] != HOST[:9]:
-            return True
-        if host != HOST:
-            return False
-        if pid == os.getpid():
-            return token == self.token
-        return _alive(pid)
-
-    def has_pending(self) -> bool:
-        return any(_size(p) for pattern in ("outbox-*.bson", "replay-*.bson") for p in self.dir.glob(pattern))
-
-    def pending(self) -> int:
-        """Bytes waiting for MongoDB in outbox files (journals excluded: they are write-ahead copies)."""
-        return sum(_size(p) for pattern in ("outbox-*.bson", "replay-*.bson") for p in self.dir.glob(pattern))
-
-    @staticmethod
-    def batches(path: Path, size: int, skip: int = 0) -> Iterator[list[tuple[str, RawBSONDocument]]]:
-        """The file's (collection, document) entries, `size` at a time, after the first `skip`, undecoded.
-
-        Raises PartialFile after the last good entry when the rest of the file does not parse.
-        """
-        batch: list[tuple[str, RawBSONDocument]] = []
-        with path.open("rb") as fh:
-            try:
-                for i, item in enumerate(bson.decode_file_iter(fh, codec_options=_RAW)):
-                    if i < skip:
-                        continue
-                    batch.append((item["c"], item["d"]))
-                    if len(batch) == size:
-                        yield batch
-                        batch = []
-            except (bson.errors.InvalidBSON, KeyError) as exc:
-                if batch:
-                    yield batch
-                raise PartialFile(f"{path.name}: {exc}") from exc
-        if batch:
-            yield batch
-
-    def quarantine(self, path: Path) -> Path:
-        """Set a file that does not parse fully aside, for a person to look at; never deleted here."""
-        target = self.dir / f"quarantine-{path.name}"
-        path.rename(target)
-        log.error("%s does not parse past its last good record: kept as %s", path.name, target.name)
-        return target
-
-    def keep_rest(self, path: Path, written: int) -> None:
-        """After a replay failed part-way: the entries not yet written become the file to replay next time."""
-        rest = self.dir / f"replay-{HOST}-{os.getpid()}-{self.token}-{uuid.uuid4().hex[:8]}.bson"
-        partial = False
-        with rest.open("wb") as fh:
-            try:
-                for batch in Outbox.batches(path, 10_000, skip=written):
-                    fh.write(b"".join(entry(coll, doc) for coll, doc in batch))
-            except PartialFile:
-                partial = True
-            fh.flush()
-            os.fsync(fh.fileno())
-        stat = path.stat()
-        os.utime(rest, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # keeps its place in the replay order
-        if partial:
-            self.quarantine(path)
-        else:
-            path.unlink(missing_ok=True)
-
-
-class Journal:
-    """Write-ahead segments: appended (one write, no fsync) on the request path, deleted once handled."""
-
-    def __init__(self, directory: Path, token: str, segment_bytes: int = 8 * 1024 * 1024) -> None:
-        self.dir = directory
-        self.token = token
-        self.segment_bytes = segment_bytes
-        self._lock = threading.Lock()
-        self._segment = -1
-        self._fd: int | None = None
-        self._size = 0
-        self._dirty = False
-        self._pending: dict[int, int] = {}
-
-    def _path(self, segment: int) -> Path:
-        return self.dir / f"journal-{HOST}-{os.getpid()}-{self.token}-{segment:06d}.bson"
-
-    def append(self, entries: list[bytes], count: int | None = None) -> int:
-        """Append encoded entries (`count` records in all, if they are pre-joined); returns their segment."""
-        data = b"".join(entries)
-        count = len(entries) if count is None else count
-        with self._lock:
-            try:
-                self._write(data)
-            except OSError as exc:
-                if self._fd is not None and not _truncate(self._fd, self._size):
-                    self._abandon()  # cannot cut the partial record off: the next append starts a new segment
-                if self._fd is None or self._pending.get(self._segment, 0) > 0:
-                    raise LogUnavailable(
-                        f"the prediction log cannot write to {self.dir}: {exc.strerror or exc}"
-                    ) from exc
-                # a full disk, and everything in this segment is handled: start afresh, freeing its space
-                try:
-                    self._rotate()
-                    self._write(data)
-                except OSError as again:
-                    if self._fd is not None and not _truncate(self._fd, self._size):
-                        self._abandon()
-                    raise LogUnavailable(
-                        f"the prediction log cannot write to {self.dir}: {again.strerror or again}"
-                    ) from again
-            self._size += len(data)
-            self._dirty = True
-            self._pending[self._segment] = self._pending.get(self._segment, 0) + count
-            return self._segment
-
-    def _write(self, data: bytes) -> None:
-        if self._fd is None or self._size >= self.segment_bytes:
-            self._rotate()
-        assert self._fd is not None
-        write_all(self._fd, data)
-
-    def _rotate(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None  # never kept once closed: the number may go to another file
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if self._pending.get(self._segment, 0) == 0:
-                self._path(self._segment).unlink(missing_ok=True)
-                self._pending.pop(self._segment, None)
-        self._segment += 1
-        self._size = 0
-        self._fd = os.open(self._path(self._segment), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-
-    def _abandon(self) -> None:
-        """Stop appending to the current segment (its records stay pending until they are handled)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._size = self.segment_bytes
-
-    def sync(self) -> None:
-        """fsync outside the lock, on a duplicate descriptor: a slow disk must not stall requests."""
-        with self._lock:
-            if self._fd is None or not self._dirty:
-                return
-            fd = os.dup(self._fd)
-            self._dirty = False
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def done(self, counts: dict[int, int]) -> None:
-        """These many entries of each segment are now in MongoDB or the outbox."""
-        with self._lock:
-            for segment, n in counts.items():
-                left = self._pending.get(segment, 0) - n
-                self._pending[segment] = left
-                if left <= 0 and segment != self._segment:
-                    self._path(segment).unlink(missing_ok=True)
-                    self._pending.pop(segment, None)
-
-    def close(self) -> None:
-        """Clean shutdown: everything was handled, so the last segment goes too (unless it still holds work)."""
-        with self._lock:
-            if self._fd is not None:
-                os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = None
-                if self._pending.get(self._segment, 0) <= 0:
-                    self._path(self._segment).unlink(missing_ok=True)
 
 
 class PredictionLog:
@@ -355,7 +116,7 @@ class PredictionLog:
     ) -> None:
         """Journal the records, then hand them to the writer; never waits for MongoDB."""
         raws = [bson.encode(record) for record in records]
-        entries = b"".join(_wrap(collection, raw) for raw in raws)
+        entries = b"".join(wrap(collection, raw) for raw in raws)
         if increments is None and collection == PREDICTIONS:
             increments = rollup_increments(records)
         self.submit_encoded(collection, entries, raws, [record["_id"] for record in records], increments)
@@ -430,7 +191,7 @@ class PredictionLog:
         """A prediction this process logged lately, whether or not MongoDB has it yet."""
         with self._recent_lock:
             raw = self._recent.get(record_id)
-        return None if raw is None else bson.decode(raw, codec_options=_TZ_AWARE)
+        return None if raw is None else bson.decode(raw, codec_options=TZ_AWARE)
 
     def depth(self) -> int:
         """Records waiting in memory for the writer."""
@@ -499,13 +260,14 @@ class PredictionLog:
 
     def _write_or_outbox(self, chunks: list[Chunk]) -> None:
         # Keep order: while older records wait in the outbox, newer ones queue behind them there.
-        try:
-            if not self.mongo_ok or self.outbox.has_pending():
-                raise _Deferred()
-            self._write(chunks)
-        except (PyMongoError, _Deferred) as exc:
-            if isinstance(exc, PyMongoError):
+        to_mongo = self.mongo_ok and not self.outbox.has_pending()
+        if to_mongo:
+            try:
+                self._write(chunks)
+            except PyMongoError as exc:
                 self._mark_down(exc)
+                to_mongo = False
+        if not to_mongo:
             try:
                 self.stats.outboxed += self.outbox.append(*_entries(chunks))
             except OSError:
@@ -658,10 +420,6 @@ class PredictionLog:
             log.error("could not close the journal cleanly (the next process replays it): %s", exc)
 
 
-class _Deferred(Exception):
-    """MongoDB is known to be down, or older records still wait in the outbox."""
-
-
 @dataclass(frozen=True)
 class Chunk:
     """The records of one submit, as the writer takes them: journal segment, collection, documents."""
@@ -675,90 +433,8 @@ class Chunk:
         return [RawBSONDocument(raw) if isinstance(raw, bytes) else raw for raw in self.raws]
 
 
-def entry(collection: str, doc: Any) -> bytes:
-    """One outbox/journal entry: the collection name and the document."""
-    return bson.encode({"c": collection, "d": doc})
-
-
 def _entries(chunks: list[Chunk]) -> tuple[bytes, int]:
     """Outbox entries for the chunks' documents, and how many."""
-    wrapped = [_wrap(c.collection, raw) if isinstance(raw, bytes) else entry(c.collection, raw)
+    wrapped = [wrap(c.collection, raw) if isinstance(raw, bytes) else entry(c.collection, raw)
                for c in chunks for raw in c.raws]  # fmt: skip
     return b"".join(wrapped), len(wrapped)
-
-
-def _wrap(collection: str, raw: bytes) -> bytes:
-    """entry(collection, RawBSONDocument(raw)), assembled from bytes: the request path runs it per record."""
-    name = collection.encode() + b"\x00"
-    elements = b"\x02c\x00" + _INT32.pack(len(name)) + name + b"\x03d\x00" + raw
-    return _INT32.pack(len(elements) + 5) + elements + b"\x00"
-
-
-_INT32 = struct.Struct("<i")
-_TZ_AWARE: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
-_RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
-
-
-def _host_id() -> str:
-    """This machine or container, as file names carry it: 'h' + hostname hash, 'b' + boot id hash."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot = ""
-    name = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-    return f"h{name}b{hashlib.sha256(boot.encode()).hexdigest()[:6]}"
-
-
-HOST = _host_id()
-
-
-def _owner(name: str) -> tuple[str, str, int, str]:
-    """(kind, host, pid, token) of a log file; names from before hosts were recorded count as ours."""
-    parts = name.removesuffix(".bson").split("-")
-    if len(parts) > 3 and parts[1].startswith("h") and not parts[1].isdigit():
-        return parts[0], parts[1], int(parts[2]), parts[3]
-    return parts[0], HOST, int(parts[1]), parts[2]
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is written: a write may be short (a signal, a nearly full disk)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written == 0:
-            raise OSError(28, "no space left on device (short write)")
-        view = view[written:]
-
-
-def _truncate(fd: int, size: int) -> bool:
-    """Cut a file back to `size` bytes; False when even that fails."""
-    try:
-        os.ftruncate(fd, size)
-        return True
-    except OSError:
-        log.exception("could not truncate a log file back to %d bytes", size)
-        return False
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
