@@ -69,6 +69,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "label": _LABEL,
                         "confidence": {"type": "number"},
                         "probabilities": {"type": "array", "items": {"type": "number"}},
+                        "unsure": {
+                            "type": "boolean",
+                            "description": "the best class's probability is under the model's unsure_below "
+                            "(/model-info): the label is a guess",
+                        },
                         "top": {
                             "type": "array",
                             "description": "the three most likely classes, most likely first",

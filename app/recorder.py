@@ -73,7 +73,8 @@ def record(
     metrics.latency.labels(source).observe(latency_ms / 1000)
     for label, count in Counter(answers.labels).items():
         metrics.predictions.labels(str(label), model.version).inc(count)
-    return answers.public(ids, model.labels), latency_ms, token
+    unsure_below = model.info.get("unsure_below") or prediction.UNSURE_BELOW
+    return answers.public(ids, model.labels, unsure_below), latency_ms, token
 
 
 def feedback_key(token: str) -> str:

@@ -88,6 +88,7 @@ def open_model(path: Path, name: str, version: str, info: dict[str, Any]) -> Mod
         "task_type": task_type,
         "interval": metadata.get("interval"),
         "value_bins": metadata.get("value_bins"),
+        "unsure_below": metadata.get("unsure_below"),
     }
     return Model(
         name=name,

@@ -83,7 +83,8 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
     example = snap.holdout.X[:EXAMPLE_ROWS]
     kind_metadata = kind.metadata(snap)
     compiled, compiled_note = _compile(pipeline, kind.text_columns(kind_metadata), snap.holdout.X)
-    extra_metadata: dict[str, Any] = {"task_type": snap.task_type}
+    # a classifier's answer is flagged unsure under this confidence, as monitoring counts it low
+    extra_metadata: dict[str, Any] = {"task_type": snap.task_type, "unsure_below": params.monitoring.low_confidence}
     if numeric_target:
         extra_metadata["interval"] = regression.interval(pipeline, snap.holdout.X, snap.holdout.y)
         extra_metadata["value_bins"] = snap.profile["target"]["bin_edges"]  # /statistics' histogram of values

@@ -18,6 +18,7 @@ from model import regression
 from model.champion import Model
 
 TOP = 3  # classes listed in each online answer, most likely first
+UNSURE_BELOW = 0.5  # models trained before params said otherwise (monitoring.low_confidence)
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,18 @@ class Answers:
     confidence: np.ndarray | None = None  # classification: each row's probability of that class
     proba: np.ndarray | None = None  # classification: all probabilities, rounded as stored
 
-    def public(self, ids: list[str], classes: list[Any]) -> list[dict[str, Any]]:
-        """What /predict answers per row: its id and outputs, and for a classifier the top classes."""
+    def public(self, ids: list[str], classes: list[Any], unsure_below: float = UNSURE_BELOW) -> list[dict[str, Any]]:
+        """What /predict answers per row: its id and outputs; for a classifier the top classes, and
+        `unsure` when the best class's probability is under `unsure_below` (the answer is a guess)."""
         if self.proba is None:
             pairs = zip(ids, self.outputs, strict=True)
             return [{"id": i, "value": o["value"], "interval": o["interval"]} for i, o in pairs]
         ranked = np.argsort(-self.proba, axis=1, kind="stable")[:, :TOP].tolist()
         return [
-            {"id": i, **o, "top": [{"label": classes[j], "confidence": o["probabilities"][j]} for j in order]}
+            {"id": i, **o, "unsure": o["confidence"] < unsure_below,
+             "top": [{"label": classes[j], "confidence": o["probabilities"][j]} for j in order]}
             for i, o, order in zip(ids, self.outputs, ranked, strict=True)
-        ]
+        ]  # fmt: skip
 
 
 def answer(model: Model, X: Any) -> Answers:

@@ -33,6 +33,11 @@ def test_predict_instances_batch(client, app, db, champion):
         first["confidence"] == max(first["probabilities"])
         or abs(first["confidence"] - max(first["probabilities"])) < 1e-5
     )
+    assert [t["label"] for t in first["top"]][0] == first["label"] and len(first["top"]) == 3
+    assert all(p["unsure"] is (p["confidence"] < 0.5) for p in body["predictions"])
+    blends = (DIGITS.X[:60] + DIGITS.X[60:120]) / 2  # two digits over each other: some answers are guesses
+    guesses = client.post("/predict", json={"instances": blends.tolist()}).json["predictions"]
+    assert any(p["unsure"] for p in guesses) and all(p["unsure"] is (p["confidence"] < 0.5) for p in guesses)
     flush(app)
     docs = list(db.predictions.find({"request_id": "req-1"}))
     assert len(docs) == 20, "every row of a batch is its own record"
