@@ -7,7 +7,9 @@
 FROM apache/airflow:slim-3.3.2-python3.11
 
 USER root
-RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
+# fonts: the digits kind renders training and evaluation digits in them (model/digit_sets.py)
+RUN apt-get update && apt-get install -y --no-install-recommends curl fonts-dejavu-core fonts-liberation \
+    && rm -rf /var/lib/apt/lists/*
 # Every path docker-compose mounts a volume on, created here owned by the user the services run as.
 # Docker copies a path's owner into a new, empty volume only when the image has that path; one the
 # image lacks becomes a root-owned directory that airflow cannot write. (compose's volume-init also
@@ -27,3 +29,5 @@ RUN pip install --no-cache-dir -r /opt/mlops/requirements.txt && pip check
 COPY --chown=airflow:root . /opt/mlops
 WORKDIR /opt/mlops
 ENV PYTHONPATH=/opt/mlops
+# the pinned data sets (MNIST for the default digit model) where params.yaml looks for them
+RUN python -m ops.fetch_data /home/airflow/.cache/mlops-platform

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app = PlatformFlask(__name__)
     install_request_log(app, settings.access_log)
     # Images are capped per file in the views; the whole body may hold a batch of rows.
-    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes * 2, settings.max_batch_rows * 64 * 12)
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes * 2, settings.max_batch_rows * 28 * 28 * 12)
 
     client: MongoClient = MongoClient(
         settings.mongo_uri,

@@ -7,7 +7,12 @@ from typing import Any
 
 from flask import Flask
 
-_ROW = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 16}, "minItems": 64, "maxItems": 64}
+_ROW = {
+    "type": "array",
+    "items": {"type": "number", "minimum": 0, "maximum": 16},
+    "description": "side*side ink values from 0 to 16, row by row; side is /model-info's digits.side "
+    "(16 for the default model trained on MNIST, 8 for models trained on scikit-learn's digits)",
+}
 _LABEL = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
 _TABLE_ROW = {"type": "object", "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "string"}]}}
 _FEEDBACK_TOKEN = {

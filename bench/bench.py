@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         mongo = bench.start(services.mongo(services.free_port(), str(workdir / "mongo"), workdir / "mongo.log"))
         mlflow = bench.start(services.mlflow(services.free_port(), workdir / "mlflow", workdir / "mlflow.log"))
         registry = connect(RegistryConfig(mlflow.url, MODEL, MODEL))
-        params = load_params(ROOT / "config" / "params.yaml")
+        params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"})  # 8x8: 64-number rows
         client: MongoClient = MongoClient(mongo.url, tz_aware=True)
         snapshot = lifecycle.ingest(params, workdir / "data", client["bench"], SourcePolicy(workdir))
         trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, client["bench"])

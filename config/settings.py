@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     max_batch_images: int = 20_000
     batch_trigger_retry_seconds: float = 15.0  # while Airflow does not accept a batch run
     batch_trigger_give_up_seconds: float = 600.0  # then the batch fails with the last error
-    max_upload_bytes: int = 1_000_000
-    max_image_pixels: int = 4_000_000
+    max_upload_bytes: int = 10_000_000  # a phone's photo is 2-5 MB; JPEGs are decoded small (model/images.py)
+    max_image_pixels: int = 40_000_000  # a 12-megapixel photo, with room; the decompression-bomb guard
     store_images: bool = False
     log_predictions: bool = True  # off only to measure the serving path alone (bench)
     log_queue_size: int = 100_000  # records per worker in memory; beyond, they spill to the outbox

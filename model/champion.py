@@ -89,6 +89,8 @@ def open_model(path: Path, name: str, version: str, info: dict[str, Any]) -> Mod
         "interval": metadata.get("interval"),
         "value_bins": metadata.get("value_bins"),
         "unsure_below": metadata.get("unsure_below"),
+        "digits": metadata.get("digits"),  # the digits kind's layout (side); its evaluation sets' figures
+        "evaluation": metadata.get("evaluation"),
     }
     return Model(
         name=name,

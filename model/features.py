@@ -1,84 +1,218 @@
-"""The one preprocessing function: any image -> the 8x8, 0-16 representation of scikit-learn's digits.
+"""The one preprocessing function: any image of a digit -> `side*side` ink values from 0 to 16.
 
-Training on an image folder and serving an uploaded or drawn image both go through
-`image_to_features`, so the two cannot drift apart.
+Training (scikit-learn's digits, MNIST, an image folder), serving (uploads and the drawing pad), batch
+scoring and the evaluation sets all go through `image_to_features`, so none can drift from another.
+
+Every layout starts the same way: grayscale, the background and the polarity read from the border,
+contrast stretched to the darkest ink, specks dropped, cropped to the ink. Then:
+- side 8 (scikit-learn's digits, the models registered before layouts were recorded): the ink fills
+  32x32, thickened as the digits' thick pen was, counted in 4x4 blocks;
+- any other side (28 for MNIST): MNIST's framing. The ink is fitted into a 20x20 box keeping its
+  aspect ratio, its strokes brought to MNIST's thickness, centred by mass in 28x28 and deskewed, then
+  resampled to the side asked for.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
+from scipy import ndimage
 
 from model.errors import BlankImage
 
-N_FEATURES = 64
-SIDE = 8
 MAX_VALUE = 16.0
-_WORK_SIDE = 32  # the digits set was made from 32x32 bitmaps counted in 4x4 blocks
-_INK_THRESHOLD = 0.25
-_MIN_HEAVY_SHARE = 0.2  # share of cells above 8 in the digits set: 0.29
-_MAX_THICKEN = 4
+LEGACY_SIDE = 8  # scikit-learn's digits
+SIDE = LEGACY_SIDE
+N_FEATURES = LEGACY_SIDE * LEGACY_SIDE  # of the legacy layout (feedback from 8x8 models)
+MNIST_SIDE = 28
+_BOX = 20  # MNIST fits each digit into 20x20 and centres it by mass in 28x28
+_WORK = 2 * _BOX  # thickness is normalised at twice the box's resolution, then averaged down
+_MAX_WORK_SIDE = 160  # larger uploads are reduced to this before anything else (a phone photo: 12 MP)
+_MIN_CONTRAST = 0.12  # of the full black-white range: less is a blank page, or noise
+_INK = 0.3  # after the contrast stretch, where ink begins
+_SPECK_SHARE = 0.04  # a blob smaller than this share of the largest one is dust, noise or a shadow
+_STROKE = 5.5  # MNIST's median stroke width at _WORK (2 * area / boundary), measured on 10,000 digits
+_MAX_THICKNESS_STEPS = 8
+_EIGHT = np.ones((3, 3), dtype=bool)  # diagonal neighbours belong to the same stroke
+_LEGACY_WORK = 32  # the digits set was made from 32x32 bitmaps counted in 4x4 blocks
+LEGACY_STROKE = 7.0  # at 32 px: scikit-learn's digits were written with a thick pen
 
 
-def image_to_features(image: Image.Image) -> np.ndarray:
-    """Grayscale, crop to the ink, fit into 32x32 and count ink in 4x4 blocks: 64 floats in 0-16."""
+def image_to_features(image: Image.Image, side: int = LEGACY_SIDE) -> np.ndarray:
+    """The image as `side*side` floats from 0 to 16 (ink), in the layout models of that side take."""
+    crop = ink_crop(image)
+    grid = _legacy(crop) if side == LEGACY_SIDE else _mnist(crop, side)
+    return np.round(grid.astype(np.float64) * MAX_VALUE, 3).reshape(side * side)
+
+
+def ink_crop(image: Image.Image) -> np.ndarray:
+    """The ink, from 0 (background) to 1 (the darkest stroke), cropped to its bounding box."""
     ink = _ink(image)
-    rows = np.flatnonzero(ink.max(axis=1) > _INK_THRESHOLD)
-    cols = np.flatnonzero(ink.max(axis=0) > _INK_THRESHOLD)
+    mask = ink > _INK
+    labels, count = ndimage.label(mask, structure=_EIGHT)
+    if count > 1:  # keep the digit, drop specks (noise, dust, the corner of a shadow)
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        mask = (sizes >= max(2, _SPECK_SHARE * sizes.max()))[labels]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         raise BlankImage("the image is blank: draw or upload a digit with visible strokes")
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    # The digits were written with a thick pen (about a quarter of a cell is heavy ink). Thin strokes,
-    # as drawn with a mouse or a fine pen, are fitted a little smaller and thickened until they match.
-    for grow in range(_MAX_THICKEN + 1):
-        fitted = _fit_square(crop, _WORK_SIDE - 2 * grow, _WORK_SIDE)
-        for _ in range(grow):
-            fitted = _dilate(fitted)
-        counts = _block_counts(fitted)
-        if (counts > MAX_VALUE / 2).mean() >= _MIN_HEAVY_SHARE:
-            break
-    return np.round(counts.astype(np.float64), 3).reshape(N_FEATURES)
-
-
-def _block_counts(fitted: np.ndarray) -> np.ndarray:
-    block = _WORK_SIDE // SIDE
-    return fitted.reshape(SIDE, block, SIDE, block).mean(axis=(1, 3)) * MAX_VALUE
-
-
-def _dilate(image: np.ndarray) -> np.ndarray:
-    """3x3 grey dilation: every stroke grows by one pixel on each side."""
-    padded = np.pad(image, 1)
-    h, w = image.shape
-    return np.max([padded[i : i + h, j : j + w] for i in range(3) for j in range(3)], axis=0)
-
-
-def features_to_image(features: np.ndarray, scale: int = 8) -> Image.Image:
-    """Render 64 digit features as a dark-on-light grayscale image (for tests and previews)."""
-    grid = np.asarray(features, dtype=np.float64).reshape(SIDE, SIDE) / MAX_VALUE
-    pixels = (255 - np.clip(grid, 0, 1) * 255).astype(np.uint8)
-    return Image.fromarray(pixels, mode="L").resize((SIDE * scale, SIDE * scale), Image.Resampling.NEAREST)
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    crop = ink[box]
+    if count > 1:  # faint anti-aliasing next to kept strokes stays; dropped blobs go
+        crop = np.where(_grow(mask[box], 3), crop, 0.0)
+    return crop
 
 
 def _ink(image: Image.Image) -> np.ndarray:
-    """Ink intensity in [0, 1], whatever the mode, transparency or background colour."""
+    """Ink intensity in [0, 1] whatever the mode, transparency, background colour or polarity."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    gray = np.asarray(ImageOps.grayscale(image), dtype=np.float32) / 255.0
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return 1.0 - gray if np.median(border) > 0.5 else gray
+    gray_image = image if image.mode == "L" else ImageOps.grayscale(image)
+    scale = _MAX_WORK_SIDE / max(gray_image.size)
+    if scale < 1:  # area-averaged: a thin stroke fades but stays, the contrast stretch brings it back
+        size = (max(1, round(gray_image.width * scale)), max(1, round(gray_image.height * scale)))
+        gray_image = gray_image.resize(size, Image.Resampling.BOX)
+    if min(gray_image.size) >= 48:  # sensor noise and paper grain: a 3x3 median keeps strokes of 2 px and more
+        gray_image = gray_image.filter(ImageFilter.MedianFilter(3))
+    gray = np.asarray(gray_image, dtype=np.float32) / 255.0
+    ring = max(1, min(gray.shape) // 32)
+    border = np.concatenate(
+        [gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()]
+    )
+    deviation = gray - np.median(border)
+    dark, light = np.clip(-deviation, 0, None), np.clip(deviation, 0, None)
+    ink = dark if dark.sum() >= light.sum() else light
+    peak = float(ink.max())
+    if peak < _MIN_CONTRAST:
+        raise BlankImage("the image is blank: draw or upload a digit with visible strokes")
+    return np.clip(ink / peak, 0.0, 1.0)
+
+
+def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
+    image = Image.fromarray(ink.astype(np.float32), mode="F")
+    shrinking = width < ink.shape[1] or height < ink.shape[0]
+    filter_ = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(image.resize((width, height), filter_), dtype=np.float32)
+
+
+def _fit(crop: np.ndarray, side: int) -> np.ndarray:
+    """The crop scaled so its longer side is `side`, aspect ratio kept."""
+    height, width = crop.shape
+    scale = side / max(height, width)
+    return _resize(crop, max(1, round(width * scale)), max(1, round(height * scale)))
+
+
+def stroke_width(ink: np.ndarray) -> float:
+    """Mean stroke width in pixels: twice the inked area over its boundary."""
+    mask = np.pad(ink > 0.5, 1)
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    return 2.0 * area / max(area - int(inner.sum()), 1)
+
+
+def _grow(image: np.ndarray, size: int, erode: bool = False) -> np.ndarray:
+    """Grey dilation (or erosion) by a size x size square: strokes grow (or thin) by size - 1 pixels."""
+    before, after = (size - 1) // 2, size // 2
+    padded = np.pad(image, ((before, after), (before, after)))
+    h, w = image.shape
+    combine = np.minimum if erode else np.maximum
+    out = padded[:h, :w].copy()
+    for i in range(size):
+        for j in range(size):
+            if i or j:
+                combine(out, padded[i : i + h, j : j + w], out=out)
+    return out
+
+
+def _normalise_thickness(ink: np.ndarray, target: float) -> np.ndarray:
+    """Grow thin strokes and thin thick ones towards `target` pixels, a pixel at a time."""
+    padded = np.pad(ink, 2)
+    for _ in range(_MAX_THICKNESS_STEPS):
+        width = stroke_width(padded)
+        if width < target - 1.0:
+            padded = _grow(padded, 2)
+        elif width > target + 1.5:
+            thinner = _grow(padded, 2, erode=True)
+            if (thinner > 0.5).sum() < 0.5 * (padded > 0.5).sum():
+                break  # a blob, not a stroke: eroding would erase it
+            padded = thinner
+        else:
+            break
+    return padded
+
+
+def _mnist(crop: np.ndarray, side: int) -> np.ndarray:
+    fitted = _normalise_thickness(_fit(crop, _WORK), _STROKE)
+    rows, cols = np.flatnonzero(fitted.max(axis=1) > 0.05), np.flatnonzero(fitted.max(axis=0) > 0.05)
+    fitted = fitted[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = _fit(fitted, _BOX)
+    box = np.clip(box / max(float(box.max()), 1e-6), 0.0, 1.0)
+    canvas = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    total = float(box.sum())
+    cy = float(box.sum(axis=1) @ np.arange(box.shape[0])) / total
+    cx = float(box.sum(axis=0) @ np.arange(box.shape[1])) / total
+    top = int(np.clip(round(MNIST_SIDE / 2 - cy), 0, MNIST_SIDE - box.shape[0]))
+    left = int(np.clip(round(MNIST_SIDE / 2 - cx), 0, MNIST_SIDE - box.shape[1]))
+    canvas[top : top + box.shape[0], left : left + box.shape[1]] = box
+    canvas = _deskew(canvas)
+    if side != MNIST_SIDE:
+        canvas = _resize(canvas, side, side)
+    return np.clip(canvas, 0.0, 1.0)
+
+
+def _deskew(image: np.ndarray) -> np.ndarray:
+    """Shear the digit upright: the slant is its second moments' covariance over the vertical variance."""
+    total = float(image.sum())
+    ys = np.arange(image.shape[0], dtype=np.float64)
+    xs = np.arange(image.shape[1], dtype=np.float64)
+    rows, cols = image.sum(axis=1), image.sum(axis=0)
+    cy, cx = float(rows @ ys) / total, float(cols @ xs) / total
+    var_y = float(rows @ (ys - cy) ** 2) / total
+    cov = float((ys - cy) @ image @ (xs - cx)) / total
+    alpha = float(np.clip(cov / max(var_y, 1e-6), -1.0, 1.0))
+    if abs(alpha) < 0.02:
+        return image
+    # output (y, x) reads input (y, x + alpha * (y - cy)) with the mass centred
+    matrix = np.array([[1.0, 0.0], [alpha, 1.0]])
+    offset = np.array([0.0, -alpha * cy])
+    return ndimage.affine_transform(image, matrix, offset=offset, order=1, mode="constant", cval=0.0)
+
+
+def _legacy(crop: np.ndarray) -> np.ndarray:
+    """scikit-learn's digits: the ink fills 32x32 with their thick pen's strokes, counted in 4x4 blocks."""
+    fitted = _normalise_thickness(_fit(crop, _LEGACY_WORK - 4), LEGACY_STROKE)
+    rows, cols = np.flatnonzero(fitted.max(axis=1) > 0.05), np.flatnonzero(fitted.max(axis=0) > 0.05)
+    fitted = _fit_square(fitted[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], _LEGACY_WORK, _LEGACY_WORK)
+    block = _LEGACY_WORK // LEGACY_SIDE
+    return fitted.reshape(LEGACY_SIDE, block, LEGACY_SIDE, block).mean(axis=(1, 3))
 
 
 def _fit_square(ink: np.ndarray, side: int, canvas_side: int) -> np.ndarray:
     """Scale the crop so its longer side fills `side`, keep its aspect ratio, centre it on the canvas."""
-    height, width = ink.shape
-    scale = side / max(height, width)
-    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    resized = Image.fromarray((ink * 255).astype(np.uint8), mode="L").resize(
-        (new_w, new_h), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
-    )
+    fitted = _fit(ink, side)
     canvas = np.zeros((canvas_side, canvas_side), dtype=np.float32)
-    top, left = (canvas_side - new_h) // 2, (canvas_side - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = np.asarray(resized, dtype=np.float32) / 255.0
+    top, left = (canvas_side - fitted.shape[0]) // 2, (canvas_side - fitted.shape[1]) // 2
+    canvas[top : top + fitted.shape[0], left : left + fitted.shape[1]] = fitted
     return canvas
+
+
+def side_of(n_features: int) -> int:
+    """The side of a square layout of `n_features` values."""
+    side = int(round(n_features**0.5))
+    if side * side != n_features:
+        raise ValueError(f"{n_features} values are not a square image")
+    return side
+
+
+def features_to_image(features: np.ndarray, scale: int = 8) -> Image.Image:
+    """Render digit features as a dark-on-light grayscale image (for tests and previews)."""
+    values = np.asarray(features, dtype=np.float64)
+    side = side_of(values.size)
+    grid = values.reshape(side, side) / MAX_VALUE
+    pixels = (255 - np.clip(grid, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="L").resize((side * scale, side * scale), Image.Resampling.NEAREST)

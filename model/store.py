@@ -30,7 +30,7 @@ def record_event(db: Database, kind: str, **fields: Any) -> dict[str, Any]:
     return event
 
 
-def load_feedback(db: Database, labels: list[int]) -> Dataset:
+def load_feedback(db: Database, labels: list[int], n_features: int = N_FEATURES) -> Dataset:
     """Feedback labels joined to the features of the predictions they correct."""
     feedback = list(db[FEEDBACK].find({}, {"prediction_id": 1, "label": 1, "features": 1}))
     missing = [f["prediction_id"] for f in feedback if not f.get("features")]
@@ -41,13 +41,13 @@ def load_feedback(db: Database, labels: list[int]) -> Dataset:
     rows, targets, origins = [], [], []
     for item in feedback:
         features = item.get("features") or features_by_id.get(item["prediction_id"])
-        if features is None or len(features) != N_FEATURES or item.get("label") not in labels:
+        if features is None or len(features) != n_features or item.get("label") not in labels:
             continue
         rows.append(features)
         targets.append(int(item["label"]))
         origins.append(f"feedback {item['_id']}")
     if not rows:
-        return Dataset(X=np.empty((0, N_FEATURES)), y=np.empty((0,), dtype=np.int64), origins=[])
+        return Dataset(X=np.empty((0, n_features)), y=np.empty((0,), dtype=np.int64), origins=[])
     return Dataset(X=np.asarray(rows, dtype=np.float64), y=np.asarray(targets, dtype=np.int64), origins=origins)
 
 

@@ -173,6 +173,22 @@ def registry_config_for(servers: Servers, model_name: str) -> RegistryConfig:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def digits_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """config/params.yaml on scikit-learn's 8x8 digits: the fast source every test trains on (the DAG
+    tasks read PARAMS_PATH); the default, MNIST, is for `make up`."""
+    import yaml
+
+    from config.settings import ROOT
+
+    raw = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())
+    raw["data"]["source"] = "digits"
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    os.environ["PARAMS_PATH"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> dict[str, object]:
     """A model `digits-app` with a promoted champion, trained once per session through model.lifecycle."""
@@ -182,7 +198,7 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
     from model.registry import connect
 
     registry = connect(registry_config_for(servers, "digits-app"))
-    params = load_params(ROOT / "config" / "params.yaml")
+    params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"})  # the fast source
     db = mongo_client[LIFECYCLE_DB]
     snapshot = lifecycle.ingest(params, tmp_session / "data", db, SourcePolicy(tmp_session))
     trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, db)

@@ -1,23 +1,27 @@
-"""The digits kind (recorded as "image"): any image becomes scikit-learn's 8x8, 0-16 digit features.
+"""The digits kind (recorded as "image"): any image becomes `side*side` ink values from 0 to 16.
 
-Sources: scikit-learn's bundled digits, or a folder with one sub-folder per digit. Served as an
-upload (multipart or base64) or as rows of 64 numbers; a batch is a zip of images.
+Sources: scikit-learn's bundled 8x8 digits, MNIST with digits rendered in fonts (model/digit_sets.py),
+or a folder with one sub-folder per digit. The layout's side is recorded in the model's metadata
+(`{"digits": {"side": 16}}`; models without it are 8x8) and read back to serve it: an upload
+(multipart or base64), rows of side*side numbers, or a zip of images as a batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 from sklearn.metrics import accuracy_score
 
-from model import images
+from model import digit_sets, images
 from model.data import Dataset, merge
 from model.errors import DataValidationError, ImageError
-from model.features import MAX_VALUE, N_FEATURES, SIDE, image_to_features
+from model.features import LEGACY_SIDE, MAX_VALUE, image_to_features, side_of
 from model.images import decode_image
 from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded
 from model.monitoring import psi
@@ -32,6 +36,11 @@ if TYPE_CHECKING:
     from model.sources import SourcePolicy
 
 SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+MNIST_SIDE = 16  # the default layout of MNIST-trained models: chosen by measurement (docs in README)
+_DRAFT = (320, 320)  # a large JPEG is decoded at 1/2 to 1/8 scale, no smaller than this
+# "unsure": answered with the best guess, flagged (see `unsure`)
+UNSURE_CONFIDENCE = 0.6
+UNSURE_MARGIN = 0.25  # between the two most likely digits
 
 
 class Digits:
@@ -46,19 +55,23 @@ class Digits:
         from model.store import load_feedback
 
         p = params.data
+        side = source_side(params)
         if p.source == "digits":
             dataset = load_digits_dataset()
+        elif p.source == "mnist":
+            dataset = load_mnist_dataset(p.mnist_archive, p.mnist_rows, p.font_rows, p.seed, side)
         else:
             if p.image_folder is None:
                 raise DataValidationError("data.source is image_folder but data.image_folder is not set")
-            dataset = load_image_folder(sources.local_path(p.image_folder))
+            dataset = load_image_folder(sources.local_path(p.image_folder), side)
         feedback_rows = 0
         if p.include_feedback and db is not None:
-            feedback = load_feedback(db, p.labels)
-            feedback_rows = len(feedback)
-            dataset = merge(dataset, feedback)
-        report = validate_dataset(dataset, p.labels, p.min_samples_per_class, p.max_class_imbalance)
-        manifest = {"source": p.source, "feedback_rows": feedback_rows, "validation": report}
+            feedback = load_feedback(db, p.labels, side * side)  # feedback on another layout is left out
+            if len(feedback):
+                feedback_rows = len(feedback)
+                dataset = merge(dataset, feedback)
+        report = validate_dataset(dataset, p.labels, p.min_samples_per_class, p.max_class_imbalance, side)
+        manifest = {"source": p.source, "side": side, "feedback_rows": feedback_rows, "validation": report}
         return Loaded(dataset=dataset, hash=content_hash(dataset), labels=p.labels, manifest=manifest)
 
     def profile(self, train: Dataset, loaded: Loaded, bins: int) -> dict[str, Any]:
@@ -72,14 +85,16 @@ class Digits:
         return build_pipeline(params.train, params.data.seed)
 
     def fit_rows(self, params: Params, train: Dataset) -> tuple[Any, np.ndarray]:
-        """With train.augment_shifts, every image also moved by one pixel, so off-centre digits are read."""
-        if not params.train.augment_shifts:
+        """With train.augment_shifts, every 8x8 image also moved by one pixel, so off-centre digits are
+        read (larger layouts are centred by mass, which makes shifted copies moot)."""
+        if not params.train.augment_shifts or side_of(train.X.shape[1]) != LEGACY_SIDE:
             return train.X, train.y
         shifted = [shift_images(train.X, dx, dy) for dx, dy in SHIFTS]
         return np.vstack([train.X, *shifted]), np.tile(train.y, 1 + len(shifted))
 
     def behaviour(self, model: Any, snap: Snapshot, params: Params) -> dict[str, object]:
-        """Predicts its own input example; keeps most of its accuracy when images move one pixel."""
+        """Predicts its own input example; keeps most of its accuracy when images move one pixel; reads
+        the evaluation sets (digits as people upload them, model/digit_sets.py): `<set>_accuracy`."""
         X, y = snap.holdout.X, snap.holdout.y
         checks: dict[str, object] = {}
         try:
@@ -95,42 +110,54 @@ class Digits:
         drop = base - float(np.mean(shifted))
         checks["shift_accuracy_drop"] = round(drop, 6)
         checks["robust_to_shift"] = bool(drop <= params.promotion.max_shift_drop)
+        side = side_of(X.shape[1])
+        for name in digit_sets.EVALUATION_SETS:
+            found = evaluation_features(name, side, params.data.mnist_archive)
+            if found is not None:
+                checks[f"{name}_accuracy"] = round(float(accuracy_score(found[1], model.predict(found[0]))), 6)
         return checks
 
     def metadata(self, snap: Snapshot) -> dict[str, Any]:
-        return {}
+        """The feature layout, which serving, batches and the instances contract follow."""
+        return {"digits": {"side": side_of(snap.train.X.shape[1])}}
 
     def model_files(self, snap: Snapshot) -> dict[str, bytes]:
         return {}
 
     # -- serving --------------------------------------------------------------------------------------
 
-    def spec(self, metadata: dict[str, Any], path: Path | None) -> None:
-        return None
+    def spec(self, metadata: dict[str, Any], path: Path | None) -> int:
+        """The side of the model's layout (models registered before layouts were recorded: 8)."""
+        return int((metadata.get("digits") or {}).get("side", LEGACY_SIDE))
 
-    def example(self, raw: Any, spec: None) -> np.ndarray:
+    def example(self, raw: Any, spec: int) -> np.ndarray:
         return np.asarray(raw, dtype=np.float64)
 
-    def probes(self, example: np.ndarray, spec: None) -> np.ndarray:
+    def probes(self, example: np.ndarray, spec: int) -> np.ndarray:
         return noisy_probes(example)
 
     def text_columns(self, metadata: dict[str, Any]) -> None:
         return None
 
-    def usage(self, spec: None) -> str:
-        return 'send {"image": "<base64>"}, {"instances": [[64 numbers], ...]} or a multipart file field "file"'
+    def usage(self, spec: int) -> str:
+        return (
+            f'send {{"image": "<base64>"}}, {{"instances": [[{spec * spec} numbers from 0 to 16], ...]}} '
+            'or a multipart file field "file"'
+        )
 
-    def from_image(self, data: bytes, spec: None, max_pixels: int) -> Inputs:
-        features = image_to_features(decode_image(data, max_pixels))  # ImageError: the caller says which field
+    def from_image(self, data: bytes, spec: int, max_pixels: int) -> Inputs:
+        image = decode_image(data, max_pixels, draft=_DRAFT)  # ImageError: the caller says which field
+        features = image_to_features(image, spec)
         return Inputs(
-            X=features.reshape(1, N_FEATURES),
+            X=features.reshape(1, spec * spec),
             rows=[features.tolist()],
             input_hashes=[hashlib.sha256(data).hexdigest()],
             images=[data],
         )
 
-    def from_instances(self, instances: Any, spec: None, max_rows: int) -> Inputs:
-        """Rows of 64 numbers from 0 to 16; an error names the first bad row and value."""
+    def from_instances(self, instances: Any, spec: int, max_rows: int) -> Inputs:
+        """Rows of side*side numbers from 0 to 16; an error names the first bad row and value."""
+        n_features = spec * spec
         if not isinstance(instances, list) or not instances:
             raise InvalidRow("instances must be a non-empty list of rows", "instances")
         if len(instances) > max_rows:
@@ -139,12 +166,14 @@ class Digits:
             X = np.array(instances)  # no dtype: strings, nulls and booleans show up as a non-numeric kind
         except ValueError:  # ragged rows
             X = np.array([], dtype=object)
-        if X.dtype.kind not in "iuf" or X.shape != (len(instances), N_FEATURES):  # find the row to blame
+        if X.dtype.kind not in "iuf" or X.shape != (len(instances), n_features):  # find the row to blame
             for i, row in enumerate(instances):
-                if not isinstance(row, list) or len(row) != N_FEATURES:
+                if not isinstance(row, list) or len(row) != n_features:
                     got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
                     raise InvalidRow(
-                        f"instances[{i}] must be a list of {N_FEATURES} numbers, got {got}", f"instances[{i}]"
+                        f"instances[{i}] must be a list of {n_features} numbers ({spec}x{spec} pixels from 0 to "
+                        f"16), got {got}",
+                        f"instances[{i}]",
                     )
             i, j = _first_non_number(instances)
             raise InvalidRow(
@@ -161,12 +190,12 @@ class Digits:
         hashes = [hashlib.sha256(X[i].tobytes()).hexdigest()[:32] for i in range(len(X))]
         return Inputs(X=X, rows=None, input_hashes=hashes, images=[None] * len(X))
 
-    def read_batch(self, data: bytes, fmt: str, spec: None, limits: Limits) -> BatchInput:
+    def read_batch(self, data: bytes, fmt: str, spec: int, limits: Limits) -> BatchInput:
         """A zip of images, each turned into features by the one preprocessing function."""
         features, keys = [], []
         for name, image in images.zip_images(data, limits.max_batch_images, limits.max_image_bytes):
             try:
-                features.append(image_to_features(decode_image(image, limits.max_pixels)))
+                features.append(image_to_features(decode_image(image, limits.max_pixels, draft=_DRAFT), spec))
             except ImageError as exc:
                 raise DataValidationError(f"{name}: {exc}") from exc
             keys.append(name)
@@ -174,9 +203,10 @@ class Digits:
         return BatchInput(X=X, rows=X.tolist(), keys=keys)
 
     def drift(self, profile: dict[str, Any], docs: list[dict[str, Any]]) -> tuple[list[float], list[str]]:
-        """PSI of each of the 64 features against the training histograms, on the same fixed bins."""
-        rows = [d["features"] for d in docs if isinstance(d.get("features"), list) and len(d["features"]) == N_FEATURES]
-        X = np.asarray(rows, dtype=np.float64).reshape(-1, N_FEATURES)
+        """PSI of each feature against the training histograms, on the same fixed bins."""
+        n_features = len(profile["feature_histograms"])
+        rows = [d["features"] for d in docs if isinstance(d.get("features"), list) and len(d["features"]) == n_features]
+        X = np.asarray(rows, dtype=np.float64).reshape(-1, n_features)
         edges = np.asarray(profile["bin_edges"])
         values = []
         for j, reference in enumerate(profile["feature_histograms"]):
@@ -200,7 +230,80 @@ def load_digits_dataset() -> Dataset:
     )
 
 
-def load_image_folder(folder: Path) -> Dataset:
+def source_side(params: Params) -> int:
+    """The layout a source is ingested at: scikit-learn's digits are 8x8 scans; MNIST 16 unless data.side."""
+    p = params.data
+    if p.source == "digits":
+        return LEGACY_SIDE
+    return p.side or (MNIST_SIDE if p.source == "mnist" else LEGACY_SIDE)
+
+
+def load_mnist_dataset(archive: Path, rows: int, font_rows: int, seed: int, side: int) -> Dataset:
+    """`rows` MNIST training digits and `font_rows` digits rendered in fonts, through the one preprocessing."""
+    mnist = digit_sets.subset(digit_sets.read_mnist(archive, "train"), rows, seed)
+    # half of them turned a little, as paper and phones turn them (deskewing undoes slant, not rotation)
+    angles = np.random.default_rng(seed).uniform(-12, 12, len(mnist.labels)) * (np.arange(len(mnist.labels)) % 2)
+    features = [
+        image_to_features(digit_sets.mnist_image(pixels).rotate(float(angle), Image.Resampling.BILINEAR), side)
+        for pixels, angle in zip(mnist.images, angles, strict=True)
+    ]
+    origins = [f"{digit_sets.MNIST_ARCHIVE.file_name} train digit {i}" for i in range(len(mnist.labels))]
+    fonts, font_labels = digit_sets.font_digits(font_rows, seed)
+    features += [image_to_features(image, side) for image in fonts]
+    origins += [f"font digit {i}" for i in range(font_rows)]
+    return Dataset(
+        X=np.vstack(features) if features else np.empty((0, side * side)),
+        y=np.concatenate([mnist.labels, font_labels]).astype(np.int64),
+        origins=origins,
+    )
+
+
+def evaluation_features(name: str, side: int, mnist_archive: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """An evaluation set's features at `side` and its labels (None when its source is missing), per process."""
+    return _evaluation_features(name, side, mnist_archive)
+
+
+@lru_cache(maxsize=8)
+def _evaluation_features(name: str, side: int, mnist_archive: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    found = digit_sets.evaluation_set(name, mnist_archive)
+    if found is None:
+        return None
+    X = np.vstack(
+        [
+            image_to_features(decode_image(data, images.MAX_FOLDER_IMAGE_PIXELS, draft=_DRAFT), side)
+            for data in found.images
+        ]
+    )
+    return X, found.labels
+
+
+def unsure(proba: np.ndarray, features: np.ndarray) -> str | None:
+    """Why a prediction should be answered as unsure (with its best guess), or None when it is not.
+
+    Low confidence, two digits nearly tied, or an input unlike a digit: ink covering most of the
+    frame (a photo, a filled page) or spread far wider than tall (several digits side by side).
+    """
+    order = np.sort(np.asarray(proba, dtype=np.float64))[::-1]
+    if order[0] < UNSURE_CONFIDENCE:
+        return f"confidence {order[0]:.2f} is below {UNSURE_CONFIDENCE}"
+    if len(order) > 1 and order[0] - order[1] < UNSURE_MARGIN:
+        return f"the two likeliest digits are {order[0] - order[1]:.2f} apart (under {UNSURE_MARGIN})"
+    side = side_of(features.size)
+    grid = np.asarray(features, dtype=np.float64).reshape(side, side) / MAX_VALUE
+    inked = grid > 0.5
+    if inked.mean() > _MAX_INK_SHARE[side == LEGACY_SIDE]:
+        return f"ink covers {inked.mean():.0%} of the frame: not one digit"
+    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
+    if rows.size and (cols[-1] - cols[0] + 1) > _MAX_WIDTH_RATIO * (rows[-1] - rows[0] + 1):
+        return "the ink is far wider than tall: several digits?"
+    return None
+
+
+_MAX_INK_SHARE = {False: 0.3, True: 0.65}  # MNIST layouts (a digit in a 20/28 box) / the 8x8 scans
+_MAX_WIDTH_RATIO = 1.6
+
+
+def load_image_folder(folder: Path, side: int = LEGACY_SIDE) -> Dataset:
     """One sub-folder per digit (its name is the label), any Pillow-readable image inside."""
     features, labels, origins = [], [], []
     for name, paths in images.class_folders(folder):
@@ -212,8 +315,8 @@ def load_image_folder(folder: Path) -> Dataset:
             ) from None
         for path in paths:
             try:
-                image = decode_image(path.read_bytes(), max_pixels=images.MAX_FOLDER_IMAGE_PIXELS)
-                features.append(image_to_features(image))
+                image = decode_image(path.read_bytes(), max_pixels=images.MAX_FOLDER_IMAGE_PIXELS, draft=_DRAFT)
+                features.append(image_to_features(image, side))
             except ImageError as exc:
                 raise DataValidationError(f"{path}: {exc}") from exc
             labels.append(label)
@@ -221,11 +324,13 @@ def load_image_folder(folder: Path) -> Dataset:
     return Dataset(X=np.vstack(features), y=np.asarray(labels, dtype=np.int64), origins=origins)
 
 
-def validate_dataset(data: Dataset, labels: list[int], min_per_class: int, max_imbalance: float) -> dict[str, object]:
+def validate_dataset(
+    data: Dataset, labels: list[int], min_per_class: int, max_imbalance: float, side: int = LEGACY_SIDE
+) -> dict[str, object]:
     """Check shape, values, labels, duplicates and balance; raise naming the first bad row."""
     X, y = data.X, data.y
-    if X.ndim != 2 or X.shape[1] != N_FEATURES:
-        raise DataValidationError(f"expected {N_FEATURES} features per row, got shape {X.shape}")
+    if X.ndim != 2 or X.shape[1] != side * side:
+        raise DataValidationError(f"expected {side * side} features ({side}x{side}) per row, got shape {X.shape}")
     if X.shape[0] != y.shape[0]:
         raise DataValidationError(f"{X.shape[0]} feature rows but {y.shape[0]} labels")
     if len(data) == 0:
@@ -286,11 +391,12 @@ def reference_profile(data: Dataset, labels: list[int], bins: int) -> dict[str, 
 
 
 def shift_images(X: np.ndarray, dx: int, dy: int) -> np.ndarray:
-    """Move every 8x8 image by (dx, dy) pixels, filling with background."""
-    grid = X.reshape(-1, SIDE, SIDE)
+    """Move every image by (dx, dy) pixels, filling with background."""
+    side = side_of(X.shape[1])
+    grid = X.reshape(-1, side, side)
     out = np.zeros_like(grid)
-    src_y, dst_y = slice(max(0, -dy), SIDE - max(0, dy)), slice(max(0, dy), SIDE - max(0, -dy))
-    src_x, dst_x = slice(max(0, -dx), SIDE - max(0, dx)), slice(max(0, dx), SIDE - max(0, -dx))
+    src_y, dst_y = slice(max(0, -dy), side - max(0, dy)), slice(max(0, dy), side - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), side - max(0, dx)), slice(max(0, dx), side - max(0, -dx))
     out[:, dst_y, dst_x] = grid[:, src_y, src_x]
     return out.reshape(X.shape)
 

@@ -69,7 +69,7 @@ def test_bad_predict_requests(client, name, kwargs, status, needle):
         ("post", "/admin/reload", {}, 401),
         ("get", "/predictions/not-a-uuid", {}, 422),
         ("post", "/predict", {"data": b"{", "content_type": "application/json"}, 400),
-        ("post", "/predict", {"data": b"x" * 20_000_000, "content_type": "application/json"}, 413),
+        ("post", "/predict", {"data": b"x" * 50_000_000, "content_type": "application/json"}, 413),
         ("get", "/statistics?window=forever", {}, 422),
     ],
 )
@@ -94,10 +94,10 @@ def test_animated_gif_is_classified_by_its_first_frame(client):
     assert response.json["predictions"][0]["label"] == single.json["predictions"][0]["label"]
 
 
-def test_image_over_one_megabyte(client):
-    noisy = Image.effect_noise((1100, 1100), 100).convert("L")
+def test_image_over_the_upload_limit(client, app):
+    noisy = Image.effect_noise((3300, 3300), 100).convert("L")  # 10.9 MB as a BMP, 10.9 megapixels
     data = image_bytes(noisy, "BMP")
-    assert len(data) > 1_000_000
+    assert len(data) > app.extensions["settings"].max_upload_bytes == 10_000_000
     response = client.post("/predict", data={"file": (io.BytesIO(data), "big.bmp")}, content_type="multipart/form-data")
     assert response.status_code == 413 and response.json["error"] == "payload_too_large"
 
@@ -122,7 +122,7 @@ def test_unusual_but_valid_images_are_classified(client, image, fmt):
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [(f"/predictions/{uuid.uuid4()}", 404), ("/predictions/not-a-uuid", 422), ("/nope", 404)],
+    [("/predictions/5f0c1c8e-2f7b-4c1d-9a51-3f6f0d8f2a11", 404), ("/predictions/not-a-uuid", 422), ("/nope", 404)],
 )
 def test_unknown_ids_and_routes(client, path, status):
     response = client.get(path)

@@ -27,7 +27,12 @@ def a_zip() -> bytes:
 
 @pytest.mark.parametrize(
     ("batch_id", "name"),
-    [("../../etc", "passwd"), (str(uuid.uuid4()), "../../../etc/passwd"), (str(uuid.uuid4()), ".hidden"), ("x", "a")],
+    [
+        ("../../etc", "passwd"),
+        ("8c3e9a52-6d1f-4b7a-9e0c-2a4b6c8d0e1f", "../../../etc/passwd"),
+        ("1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f", ".hidden"),
+        ("x", "a"),
+    ],
 )
 def test_batch_file_stays_inside_its_root(tmp_path, batch_id, name):
     with pytest.raises(ValueError, match="not a batch file"):

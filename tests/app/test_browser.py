@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +83,63 @@ def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
 
     wait_for(lambda: mongo_client[SERVED_DB].predictions.count_documents({"_id": prediction_id}) == 1,
              message="the page's prediction in MongoDB")  # fmt: skip
+
+
+def _arc(
+    cx: float, cy: float, rx: float, ry: float, start: float, end: float, n: int = 24
+) -> list[tuple[float, float]]:
+    """Points on an ellipse from angle `start` to `end` (degrees; 0 is right, 90 is down)."""
+    return [
+        (cx + rx * math.cos(math.radians(start + (end - start) * i / n)),
+         cy + ry * math.sin(math.radians(start + (end - start) * i / n)))
+        for i in range(n + 1)
+    ]  # fmt: skip
+
+
+# One pen stroke per digit on the 240x240 pad, as a person draws it.
+STROKES: dict[int, list[tuple[float, float]]] = {
+    0: _arc(120, 120, 55, 85, -90, 270),
+    1: [(95, 60), (125, 30), (125, 210)],
+    2: _arc(120, 85, 52, 48, 200, 380, 16) + [(75, 205), (185, 205)],
+    3: _arc(115, 75, 50, 40, 210, 450, 16) + _arc(115, 160, 55, 45, 270, 500, 16)[1:],
+    4: [(150, 210), (150, 30), (55, 150), (190, 150)],
+    5: [(170, 35), (85, 35), (78, 110)] + _arc(118, 150, 55, 52, 230, 485, 18)[1:],
+    6: [(165, 40), (110, 70)] + _arc(120, 155, 50, 50, 200, 560, 24),
+    7: [(60, 40), (180, 40), (100, 210)],
+    8: _arc(120, 75, 42, 42, 90, 450, 20) + _arc(120, 165, 48, 45, -90, 270, 20)[1:],
+    9: _arc(115, 80, 45, 45, 0, 360, 20) + [(160, 80), (155, 210)],
+}
+PLACES = {"centred": (1.0, 0, 0), "small in a corner": (0.45, 12, 12)}
+
+
+def test_digits_drawn_on_the_pad_are_read(served_app):
+    """Each digit drawn with the pointer, centred and small in a corner, classified by the page's button."""
+    read: dict[str, int] = {}
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(served_app.url + "/")
+        box = page.locator("#pad").bounding_box()
+        sx, sy = box["width"] / 240, box["height"] / 240
+        for place, (scale, dx, dy) in PLACES.items():
+            for digit, points in STROKES.items():
+                page.click("#clear")
+                before = page.inner_text("#prediction-id") if page.locator("#prediction-id").count() else ""
+                x0, y0 = points[0]
+                page.mouse.move(box["x"] + (dx + x0 * scale) * sx, box["y"] + (dy + y0 * scale) * sy)
+                page.mouse.down()
+                for x, y in points[1:]:
+                    page.mouse.move(box["x"] + (dx + x * scale) * sx, box["y"] + (dy + y * scale) * sy, steps=4)
+                page.mouse.up()
+                page.click("#classify-drawing")
+                page.wait_for_function(
+                    "before => { const e = document.querySelector('#prediction-id'); return e && e.innerText && "
+                    "e.innerText !== before; }",
+                    arg=before,
+                    timeout=15_000,
+                )
+                read[f"{digit} {place}"] = int(page.inner_text("#predicted-label"))
+    right = [name for name, label in read.items() if int(name.split()[0]) == label]
+    assert len(right) >= 0.9 * len(read), f"read {len(right)} of {len(read)}: {read}"
 
 
 def test_the_statistics_page_draws_its_charts_with_whole_labels(served_app, tmp_path):

