@@ -67,8 +67,10 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; the browser test will be skipped"; }
 
+# Two processes (the machine's cores); each starts its own throw-away servers. A file's tests stay together.
+TEST_WORKERS ?= 2
 test: install browser mlflow2 data
-	@$(PY) -m pytest
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The benchmarks in their tiny mode, so they cannot rot (~5 minutes: each starts its own stack).
 test-bench: install bench-deps data
