@@ -8,15 +8,18 @@ is made from those capabilities, here, once; nothing downstream catches errors t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import requests
@@ -67,26 +70,59 @@ class VersionInfo:
     source: str
 
 
+_MLFLOW = threading.RLock()  # MLflow's process-wide settings are ours for one call at a time
+_T = TypeVar("_T")
+
+
+def _session(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a Registry method with this registry's MLflow settings, put back afterwards.
+
+    MLflow's client takes credentials, retries and timeouts only from the environment, and its fluent
+    API (runs, log_model) the tracking URI from a process-wide setting. Rather than set them once from
+    a constructor (and for every other user of MLflow in the process), each call sets them under a
+    lock and restores what was there, so two registries in one process (the tests', or tracking and a
+    DagsHub registry) cannot see each other's credentials.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Registry, *args: Any, **kwargs: Any) -> _T:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        config = self.config
+        wanted = {
+            "MLFLOW_TRACKING_URI": config.tracking_uri,  # for subprocesses MLflow starts, as its setter does
+            "MLFLOW_TRACKING_USERNAME": config.username or None,
+            "MLFLOW_TRACKING_PASSWORD": config.password or None,
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(config.http_retries),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(config.http_timeout)),
+        }
+        with _MLFLOW:
+            saved = {key: os.environ.get(key) for key in wanted}
+            try:
+                _set_environment(wanted)
+                with _use_tracking_uri(config.tracking_uri):  # and back (unsetting our variable: restored below)
+                    return method(self, *args, **kwargs)
+            finally:
+                _set_environment(saved)
+
+    return wrapper
+
+
+def _set_environment(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 class Registry:
     """A thin adapter over MlflowClient; construct with `connect()` to probe the server first."""
 
     def __init__(self, config: RegistryConfig) -> None:
-        import mlflow
         from mlflow import MlflowClient
 
-        self.config = config
-        # MLflow's client reads credentials and HTTP behaviour only from the environment.
-        for var, value in (
-            ("MLFLOW_TRACKING_USERNAME", config.username),
-            ("MLFLOW_TRACKING_PASSWORD", config.password),
-        ):
-            if value:
-                os.environ[var] = value
-            else:
-                os.environ.pop(var, None)
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(config.http_retries)
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(config.http_timeout))
-        mlflow.set_tracking_uri(config.tracking_uri)
+        self.config = config  # nothing global is set here: see _session
         self.client = MlflowClient(tracking_uri=config.tracking_uri, registry_uri=config.registry)
         self._capabilities: Capabilities | None = None
 
@@ -161,6 +197,7 @@ class Registry:
 
     # -- reading ------------------------------------------------------------------------------
 
+    @_session
     def by_alias(self, alias: str) -> VersionInfo | None:
         from mlflow.exceptions import MlflowException
 
@@ -172,6 +209,7 @@ class Registry:
             raise
         return self._info(mv)
 
+    @_session
     def version(self, version: str) -> VersionInfo:
         return self._info(self.client.get_model_version(self.config.model_name, str(version)))
 
@@ -189,6 +227,7 @@ class Registry:
         """Aliases read one by one: search results have been seen to omit them."""
         return [a for a in (CHAMPION, CHALLENGER, PREVIOUS) if (v := self.by_alias(a)) and v.version == version]
 
+    @_session
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
@@ -202,6 +241,7 @@ class Registry:
         files = verify(path, expected_digest, f"{self.config.model_name} version {version}")
         return load_pipeline(path), path, files
 
+    @_session
     def download_version(self, version: str, dst: Path) -> Path:
         """Download the model directory of `version` into `dst` and return its path.
 
@@ -217,6 +257,7 @@ class Registry:
         )
         return Path(path)
 
+    @_session
     def run_json(self, run_id: str, artifact: str) -> dict[str, Any]:
         """A JSON artifact of a run, e.g. the reference profile logged at training."""
         import mlflow.artifacts
@@ -227,6 +268,7 @@ class Registry:
             )
             return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
 
+    @_session
     def log_monitoring(self, key: str, metrics: dict[str, float], report: dict[str, Any]) -> str:
         """One run per monitoring key (the DAG run's logical date): re-running it updates the same run."""
         import mlflow
@@ -244,6 +286,7 @@ class Registry:
 
     # -- writing ------------------------------------------------------------------------------
 
+    @_session
     def log_and_register(
         self,
         pipeline: Any,
@@ -319,6 +362,7 @@ class Registry:
         self.client.set_model_version_tag(self.config.model_name, version, "dataset_hash", dataset["hash"])
         return self.version(version)
 
+    @_session
     def _register(self, source: str, run_id: str, model_id: str | None) -> str:
         """A new version of the registered model (created on first use) on the registry server."""
         from mlflow.exceptions import MlflowException
@@ -338,12 +382,15 @@ class Registry:
             raise RegistryError(f"{name} version {mv.version} did not become READY: {mv.status} {mv.status_message}")
         return str(mv.version)
 
+    @_session
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.config.model_name, alias, str(version))
 
+    @_session
     def delete_alias(self, alias: str) -> None:
         self.client.delete_registered_model_alias(self.config.model_name, alias)
 
+    @_session
     def tag_version(self, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.config.model_name, str(version), key, _param_value(value))

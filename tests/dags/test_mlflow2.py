@@ -92,7 +92,7 @@ def test_wrong_dagshub_token_names_the_dagshub_variables(mlflow2):
         connect(registry_config(settings, http_retries=0))
 
 
-def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_client, tmp_path):
+def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_client, tmp_path, monkeypatch):
     db = mongo_client[DB]
     db.model_events.delete_many({})
 
@@ -152,6 +152,8 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
             env_app.undo()
     finally:
         services.stop_group(proc.pid)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW2_USER)  # our own reads below, as MlflowClient takes them
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW2_PASSWORD)
     client = MlflowClient(mlflow2.url)
     experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
     assert experiment is not None
@@ -185,7 +187,7 @@ def test_lifecycle_on_mlflow_2_with_basic_auth(dagbag, env2, mlflow2, mongo_clie
     assert registry.by_alias(PREVIOUS).version == second["version"]
 
 
-def test_registry_on_another_server_than_tracking(servers, mlflow2, mongo_client, champion, tmp_path):
+def test_registry_on_another_server_than_tracking(servers, mlflow2, mongo_client, champion, tmp_path, monkeypatch):
     """MLFLOW_REGISTRY_URI: runs and artifacts on one server (MLflow 3), versions and aliases on another (2.7.1)."""
     settings = Settings(
         _env_file=None,
@@ -207,6 +209,8 @@ def test_registry_on_another_server_than_tracking(servers, mlflow2, mongo_client
     )
     assert decision["outcome"] == "promoted", decision
 
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", MLFLOW2_USER)  # our own reads below, as MlflowClient takes them
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW2_PASSWORD)
     on_registry = MlflowClient(tracking_uri=servers.mlflow.url, registry_uri=mlflow2.url)
     assert on_registry.get_model_version_by_alias("digits-split", CHAMPION).version == trained["version"]
     assert on_registry.get_run(trained["run_id"]).info.experiment_id, "the run is on the tracking server"

@@ -46,6 +46,23 @@ def test_probe_authenticates_with_basic_auth(auth_server):
     assert registry.by_alias(CHAMPION) is None
 
 
+def test_two_registries_in_one_process_keep_their_own_credentials(auth_server, servers):
+    """Nothing of a registry's settings is left in the process: each call sets MLflow's, and puts them back.
+    (They were once set by the constructor, so the last registry built decided every registry's login.)"""
+    import os
+
+    authed = connect(RegistryConfig(auth_server.url, "auth-model", "auth-exp", username="admin",
+                                    password="s3cret-pass-0123"))  # fmt: skip
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    plain = connect(registry_config_for(servers, "plain-model"))
+    assert authed.by_alias(CHAMPION) is None, "still its own login after another registry was built"
+    assert plain.by_alias(CHAMPION) is None
+    assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    stranger = Registry(RegistryConfig(auth_server.url, "auth-model", "auth-exp"))  # no credentials of its own
+    with pytest.raises(Exception, match="401|Unauthorized|credentials"):
+        stranger.by_alias(CHAMPION)
+
+
 def test_wrong_password_is_reported_clearly(auth_server):
     config = RegistryConfig(auth_server.url, "auth-model", "auth-exp", username="admin", password="wrong")
     with pytest.raises(RegistryError, match="refused our credentials.*MLFLOW_TRACKING_PASSWORD"):
