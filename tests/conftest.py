@@ -173,6 +173,10 @@ def registry_config_for(servers: Servers, model_name: str) -> RegistryConfig:
     )
 
 
+# the tests' digits model: scikit-learn's 8x8 digits and a small MLP (seconds, not a minute, to train)
+FAST_TRAIN = {"hyperparameters": {"hidden_layer_sizes": [64], "alpha": 0.001, "max_iter": 60}}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def digits_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """config/params.yaml on scikit-learn's 8x8 digits: the fast source every test trains on (the DAG
@@ -183,6 +187,7 @@ def digits_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     raw = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())
     raw["data"]["source"] = "digits"
+    raw["train"]["hyperparameters"] = FAST_TRAIN["hyperparameters"]
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     os.environ["PARAMS_PATH"] = str(path)
@@ -198,7 +203,7 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
     from model.registry import connect
 
     registry = connect(registry_config_for(servers, "digits-app"))
-    params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"})  # the fast source
+    params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"}, train=FAST_TRAIN)
     db = mongo_client[LIFECYCLE_DB]
     snapshot = lifecycle.ingest(params, tmp_session / "data", db, SourcePolicy(tmp_session))
     trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, db)

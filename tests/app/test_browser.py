@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -154,7 +155,15 @@ def test_the_statistics_page_draws_its_charts_with_whole_labels(served_app, tmp_
         return requests.get(f"{served_app.url}/statistics?window=24h", timeout=5).json()
 
     wait_for(lambda: len(statistics()["per_label"]) >= 5, message="the predictions in the rollups")
-    stats = statistics()
+    settled: list[dict] = [statistics()]  # other tests' predictions on this app may still be landing
+
+    def unchanged() -> bool:
+        time.sleep(1)
+        settled.append(statistics())
+        return settled[-1]["per_label"] == settled[-2]["per_label"]
+
+    wait_for(unchanged, message="the rollups to settle")
+    stats = settled[-1]
     elsewhere: list[str] = []
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1600})
