@@ -15,15 +15,10 @@ from typing import Any
 import bson
 import numpy as np
 
+from app.prediction_log.files import entry_prefix
+
 _INT32 = struct.Struct("<i")
 _DOUBLE, _STRING, _DOCUMENT, _ARRAY, _INT32_TYPE = 0x01, 0x02, 0x03, 0x04, 0x10
-
-
-def journal_prefix(collection: str, doc_length: int) -> bytes:
-    """The bytes before a document in a journal entry {"c": collection, "d": document}."""
-    name = collection.encode() + b"\x00"
-    elements_length = 1 + 2 + 4 + len(name) + 1 + 2 + doc_length
-    return _INT32.pack(elements_length + 5) + b"\x02c\x00" + _INT32.pack(len(name)) + name + b"\x03d\x00"
 
 
 def encode_rows(
@@ -42,7 +37,7 @@ def encode_rows(
     offsets = _value_offsets(first)
     if offsets is None:
         return None
-    prefix = journal_prefix(collection, len(template))
+    prefix = entry_prefix(collection, len(template))
     row = prefix + template + b"\x00"
     width = len(row)
     buf = np.tile(np.frombuffer(row, dtype=np.uint8), (n, 1))

@@ -32,9 +32,15 @@ def entry(collection: str, doc: Any) -> bytes:
 
 def wrap(collection: str, raw: bytes) -> bytes:
     """entry(collection, RawBSONDocument(raw)), assembled from bytes: the request path runs it per record."""
+    return entry_prefix(collection, len(raw)) + raw + b"\x00"
+
+
+def entry_prefix(collection: str, doc_length: int) -> bytes:
+    """The bytes of an entry before its document (the document, then one 0 byte, follow): the one place
+    the envelope {"c": collection, "d": document} is laid out in bytes."""
     name = collection.encode() + b"\x00"
-    elements = b"\x02c\x00" + INT32.pack(len(name)) + name + b"\x03d\x00" + raw
-    return INT32.pack(len(elements) + 5) + elements + b"\x00"
+    elements_length = 1 + 2 + 4 + len(name) + 1 + 2 + doc_length
+    return INT32.pack(elements_length + 5) + b"\x02c\x00" + INT32.pack(len(name)) + name + b"\x03d\x00"
 
 
 INT32 = struct.Struct("<i")
