@@ -69,8 +69,9 @@ browser:
 
 # Two processes (the machine's cores); each starts its own throw-away servers. A file's tests stay together.
 TEST_WORKERS ?= 2
+# One BLAS thread a process: two workers each spreading matrix work over both cores made training 10x slower.
 test: install browser mlflow2 data
-	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	@OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The benchmarks in their tiny mode, so they cannot rot (~5 minutes: each starts its own stack).
 test-bench: install bench-deps data

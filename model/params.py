@@ -83,6 +83,9 @@ class PromotionParams(BaseModel):
     # a challenger may lose at most this much of `metric` to the champion (for rmse and mae, a share)
     max_regression: float = 0.005
     max_shift_drop: float = 0.35
+    # digits: read the rendered and handwritten upload sets (model/digit_sets.py; ~10 s a process) and
+    # refuse a challenger that reads them worse than the champion
+    evaluation_sets: bool = True
 
 
 class MonitoringParams(BaseModel):

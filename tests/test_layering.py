@@ -55,7 +55,12 @@ def test_model_never_reads_the_environment():
             )
             if call or load:
                 readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert not readers, readers
+    # the one read: registry._session saves MLflow's variables to put them back after a call
+    assert readers == [f"model/registry.py:{_line_of(ROOT / 'model' / 'registry.py', 'saved = {key: os.environ.get')}"]
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
 def test_airflow_imports_none_of_our_helpers_as_bare_modules():

@@ -111,7 +111,7 @@ class Digits:
         checks["shift_accuracy_drop"] = round(drop, 6)
         checks["robust_to_shift"] = bool(drop <= params.promotion.max_shift_drop)
         side = side_of(X.shape[1])
-        for name in digit_sets.EVALUATION_SETS:
+        for name in digit_sets.EVALUATION_SETS if params.promotion.evaluation_sets else ():
             found = evaluation_features(name, side, params.data.mnist_archive)
             if found is not None:
                 checks[f"{name}_accuracy"] = round(float(accuracy_score(found[1], model.predict(found[0]))), 6)
