@@ -173,8 +173,6 @@ def registry_config_for(servers: Servers, model_name: str) -> RegistryConfig:
     )
 
 
-# the tests' digits model: scikit-learn's 8x8 digits and a small MLP (seconds, not a minute, to train)
-FAST_TRAIN = {"hyperparameters": {"hidden_layer_sizes": [96], "alpha": 0.001, "max_iter": 60}}
 # the upload sets cost ~10 s a process; tests/model/test_digits_uploads.py checks them and the gate's use
 FAST_GATE = {"evaluation_sets": False}
 
@@ -189,7 +187,6 @@ def digits_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     raw = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())
     raw["data"]["source"] = "digits"
-    raw["train"]["hyperparameters"] = FAST_TRAIN["hyperparameters"]
     raw["promotion"]["evaluation_sets"] = False
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -206,9 +203,7 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
     from model.registry import connect
 
     registry = connect(registry_config_for(servers, "digits-app"))
-    params = load_params(
-        ROOT / "config" / "params.yaml", data={"source": "digits"}, train=FAST_TRAIN, promotion=FAST_GATE
-    )
+    params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"}, promotion=FAST_GATE)
     db = mongo_client[LIFECYCLE_DB]
     snapshot = lifecycle.ingest(params, tmp_session / "data", db, SourcePolicy(tmp_session))
     trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, db)
