@@ -64,12 +64,9 @@ class Photo:
         for label, paths in images.class_folders(folder):
             for path in paths:
                 data = path.read_bytes()
-                try:
-                    image = decode(data, images.MAX_FOLDER_IMAGE_PIXELS)
-                except ImageError as exc:
-                    raise DataValidationError(f"{path}: {exc}") from exc
-                pixels.append(prepare(image))
-                stats.append(image_stats(image))
+                prepared, image_stats_ = read_photo(data, str(path), images.MAX_FOLDER_IMAGE_PIXELS)
+                pixels.append(prepared)
+                stats.append(image_stats_)
                 labels.append(label)
                 origins.append(str(path))
                 digest.update(hashlib.sha256(data).digest() + label.encode())
@@ -192,12 +189,9 @@ class Photo:
         assert spec is not None
         pixels, stats, keys = [], [], []
         for name, image_bytes in images.zip_images(data, limits.max_batch_images, limits.max_image_bytes):
-            try:
-                image = decode(image_bytes, limits.max_pixels)
-            except ImageError as exc:
-                raise DataValidationError(f"{name}: {exc}") from exc
-            pixels.append(prepare(image))
-            stats.append(image_stats(image))
+            prepared, image_stats_ = read_photo(image_bytes, name, limits.max_pixels)
+            pixels.append(prepared)
+            stats.append(image_stats_)
             keys.append(name)
         X = embed(spec.net, np.stack(pixels))
         rows = [spec.record(x, s) for x, s in zip(X, stats, strict=True)]
@@ -232,6 +226,15 @@ class Served:
             **{f"pc{j + 1}": round(float(v), 5) for j, v in enumerate(pcs)},
             **{name: round(float(v), 5) for name, v in zip(STATS, stats, strict=True)},
         }
+
+
+def read_photo(data: bytes, where: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A file's photo as the backbone takes it, and its image statistics; an error names the file."""
+    try:
+        image = decode(data, max_pixels)
+    except ImageError as exc:
+        raise DataValidationError(f"{where}: {exc}") from exc
+    return prepare(image), image_stats(image)
 
 
 def decode(data: bytes, max_pixels: int) -> Image.Image:
