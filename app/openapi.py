@@ -76,9 +76,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                         "probabilities": {"type": "array", "items": {"type": "number"}},
                         "unsure": {
                             "type": "boolean",
-                            "description": "the best class's probability is under the model's unsure_below "
-                            "(/model-info): the label is a guess",
+                            "description": "the label is a guess: the best class's probability is under the "
+                            "model's unsure_below (/model-info), or the task kind judged the input unlike its "
+                            "training data (digits: two likely digits, a filled frame, several digits)",
                         },
+                        "unsure_reason": {"type": "string", "description": "why unsure is true (absent otherwise)"},
                         "top": {
                             "type": "array",
                             "description": "the three most likely classes, most likely first",

@@ -73,8 +73,10 @@ def record(
     metrics.latency.labels(source).observe(latency_ms / 1000)
     for label, count in Counter(answers.labels).items():
         metrics.predictions.labels(str(label), model.version).inc(count)
-    unsure_below = model.info.get("unsure_below") or prediction.UNSURE_BELOW
-    return answers.public(ids, model.labels, unsure_below), latency_ms, token
+    unsure = None
+    if answers.proba is not None:
+        unsure = model.kind.unsure(answers.proba, inputs.X, model.info.get("unsure_below") or prediction.UNSURE_BELOW)
+    return answers.public(ids, model.labels, unsure), latency_ms, token
 
 
 def feedback_key(token: str) -> str:

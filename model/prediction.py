@@ -31,17 +31,20 @@ class Answers:
     confidence: np.ndarray | None = None  # classification: each row's probability of that class
     proba: np.ndarray | None = None  # classification: all probabilities, rounded as stored
 
-    def public(self, ids: list[str], classes: list[Any], unsure_below: float = UNSURE_BELOW) -> list[dict[str, Any]]:
+    def public(
+        self, ids: list[str], classes: list[Any], unsure: list[str | None] | None = None
+    ) -> list[dict[str, Any]]:
         """What /predict answers per row: its id and outputs; for a classifier the top classes, and
-        `unsure` when the best class's probability is under `unsure_below` (the answer is a guess)."""
+        `unsure` with its reason where the task kind judged the answer a guess (model/kinds/)."""
         if self.proba is None:
             pairs = zip(ids, self.outputs, strict=True)
             return [{"id": i, "value": o["value"], "interval": o["interval"]} for i, o in pairs]
         ranked = np.argsort(-self.proba, axis=1, kind="stable")[:, :TOP].tolist()
+        reasons = unsure or [None] * len(ids)
         return [
-            {"id": i, **o, "unsure": o["confidence"] < unsure_below,
+            {"id": i, **o, "unsure": why is not None, **({"unsure_reason": why} if why is not None else {}),
              "top": [{"label": classes[j], "confidence": o["probabilities"][j]} for j in order]}
-            for i, o, order in zip(ids, self.outputs, ranked, strict=True)
+            for i, o, order, why in zip(ids, self.outputs, ranked, reasons, strict=True)
         ]  # fmt: skip
 
 

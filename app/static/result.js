@@ -25,6 +25,7 @@ function show(r) {
     const top3 = p.probabilities.map((v, i) => [labels[i], v]).sort((a, b) => b[1] - a[1]).slice(0, 3);
     out.innerHTML = `<div class="label" id="predicted-label">${escapeHtml(p.label)}</div>
       <p>confidence <strong id="confidence">${(p.confidence * 100).toFixed(1)}%</strong></p>
+      ${p.unsure ? `<p class="error" id="unsure">unsure, a best guess: ${escapeHtml(p.unsure_reason)}</p>` : ''}
       <table>${top3.map(([l, v]) => `<tr><td>${escapeHtml(l)}</td><td>${(v * 100).toFixed(1)}%</td></tr>`).join('')}</table>${footer}`;
     const select = document.getElementById('true-label');
     select.innerHTML = labels.map(l => `<option ${l === p.label ? 'selected' : ''}>${escapeHtml(l)}</option>`).join('');

@@ -113,6 +113,16 @@ class TaskKind(Protocol):
 
     def drift(self, profile: dict[str, Any], docs: list[dict[str, Any]]) -> tuple[list[float], list[str]]: ...
 
+    def unsure(self, proba: np.ndarray, X: Any, below: float) -> list[str | None]:
+        """Per row, why a classifier's answer is only a guess (it is still given, flagged), or None."""
+        ...
+
+
+def low_confidence(proba: np.ndarray, below: float) -> list[str | None]:
+    """The rule every kind applies: the best class's probability is under `below`."""
+    best = proba.max(axis=1)
+    return [None if c >= below else f"confidence {c:.2f} is below {below}" for c in best.tolist()]
+
 
 def named(name: str | None) -> TaskKind:
     """The kind a snapshot or a registered model records (models from before kinds were recorded: digits)."""

@@ -39,7 +39,6 @@ SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 MNIST_SIDE = 16  # the default layout of MNIST-trained models: chosen by measurement (docs in README)
 _DRAFT = (320, 320)  # a large JPEG is decoded at 1/2 to 1/8 scale, no smaller than this
 # "unsure": answered with the best guess, flagged (see `unsure`)
-UNSURE_CONFIDENCE = 0.6
 UNSURE_MARGIN = 0.25  # between the two most likely digits
 
 
@@ -214,6 +213,9 @@ class Digits:
             values.append(round(psi(np.asarray(reference), current), 6))
         return values, [f"feature {j}" for j in range(len(values))]
 
+    def unsure(self, proba: np.ndarray, X: Any, below: float) -> list[str | None]:
+        return unsure_reasons(proba, X, below)
+
 
 KIND = Digits()
 
@@ -277,26 +279,41 @@ def _evaluation_features(name: str, side: int, mnist_archive: Path) -> tuple[np.
     return X, found.labels
 
 
-def unsure(proba: np.ndarray, features: np.ndarray) -> str | None:
-    """Why a prediction should be answered as unsure (with its best guess), or None when it is not.
+def unsure_reasons(proba: np.ndarray, features: np.ndarray, below: float) -> list[str | None]:
+    """Per row, why the answer should be flagged unsure (it is still the best guess), or None.
 
-    Low confidence, two digits nearly tied, or an input unlike a digit: ink covering most of the
-    frame (a photo, a filled page) or spread far wider than tall (several digits side by side).
+    Confidence under `below` (the model's unsure_below), two digits nearly tied, or an input unlike a
+    digit: ink covering most of the frame (a photo, a filled page) or spread far wider than tall
+    (several digits side by side).
     """
-    order = np.sort(np.asarray(proba, dtype=np.float64))[::-1]
-    if order[0] < UNSURE_CONFIDENCE:
-        return f"confidence {order[0]:.2f} is below {UNSURE_CONFIDENCE}"
-    if len(order) > 1 and order[0] - order[1] < UNSURE_MARGIN:
-        return f"the two likeliest digits are {order[0] - order[1]:.2f} apart (under {UNSURE_MARGIN})"
-    side = side_of(features.size)
-    grid = np.asarray(features, dtype=np.float64).reshape(side, side) / MAX_VALUE
-    inked = grid > 0.5
-    if inked.mean() > _MAX_INK_SHARE[side == LEGACY_SIDE]:
-        return f"ink covers {inked.mean():.0%} of the frame: not one digit"
-    rows, cols = np.flatnonzero(inked.any(axis=1)), np.flatnonzero(inked.any(axis=0))
-    if rows.size and (cols[-1] - cols[0] + 1) > _MAX_WIDTH_RATIO * (rows[-1] - rows[0] + 1):
-        return "the ink is far wider than tall: several digits?"
-    return None
+    proba = np.asarray(proba, dtype=np.float64)
+    order = np.sort(proba, axis=1)[:, ::-1]
+    margin = order[:, 0] - order[:, 1] if proba.shape[1] > 1 else np.ones(len(proba))
+    side = side_of(features.shape[1])
+    inked: np.ndarray = np.asarray(features, dtype=np.float64).reshape(-1, side, side) / MAX_VALUE > 0.5
+    share = inked.mean(axis=(1, 2))
+    height, width = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
+    reasons: list[str | None] = []
+    columns = (order[:, 0].tolist(), margin.tolist(), share.tolist(), height, width)
+    for best, gap, ink, tall, wide in zip(*columns, strict=True):
+        if best < below:
+            reasons.append(f"confidence {best:.2f} is below {below}")
+        elif gap < UNSURE_MARGIN:
+            reasons.append(f"the two likeliest digits are {gap:.2f} apart (under {UNSURE_MARGIN})")
+        elif ink > _MAX_INK_SHARE[side == LEGACY_SIDE]:
+            reasons.append(f"ink covers {ink:.0%} of the frame: not one digit")
+        elif tall and wide > _MAX_WIDTH_RATIO * tall:
+            reasons.append("the ink is far wider than tall: several digits?")
+        else:
+            reasons.append(None)
+    return reasons
+
+
+def _extent(inked_lines: np.ndarray) -> list[int]:
+    """Per row of `inked_lines` (n x side booleans), the span from the first inked line to the last (0: none)."""
+    first = inked_lines.argmax(axis=1)
+    last = inked_lines.shape[1] - 1 - inked_lines[:, ::-1].argmax(axis=1)
+    return np.where(inked_lines.any(axis=1), last - first + 1, 0).tolist()
 
 
 _MAX_INK_SHARE = {False: 0.3, True: 0.65}  # MNIST layouts (a digit in a 20/28 box) / the 8x8 scans

@@ -24,7 +24,7 @@ from PIL import Image
 from model import backbone, images
 from model.data import Dataset
 from model.errors import DataValidationError, ImageError
-from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded
+from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded, low_confidence
 from model.monitoring import psi
 from model.serving import noisy_probes
 
@@ -208,6 +208,9 @@ class Photo:
             counts = np.histogram(clipped, bins=edges)[0] if edges.size > 1 else np.asarray([clipped.size])
             values.append(round(psi(np.asarray(column["counts"]), counts), 6))
         return values, [c["name"] for c in profile["columns"]]
+
+    def unsure(self, proba: np.ndarray, X: Any, below: float) -> list[str | None]:
+        return low_confidence(proba, below)
 
 
 KIND = Photo()

@@ -20,7 +20,7 @@ import pandas as pd
 
 from model import regression, tabular
 from model.data import Dataset
-from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded
+from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded, low_confidence
 from model.monitoring import psi
 from model.tabular import Schema
 
@@ -230,6 +230,9 @@ class Table:
             current = tabular.current_counts(column, [row.get(column["name"]) for row in rows])
             values.append(round(psi(reference, current), 6))
         return values, [c["name"] for c in profile["columns"]]
+
+    def unsure(self, proba: np.ndarray, X: Any, below: float) -> list[str | None]:
+        return low_confidence(proba, below)
 
 
 KIND = Table()

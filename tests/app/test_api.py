@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import ADMIN_TOKEN, app_settings, b64, png_bytes, wait_for
@@ -34,10 +35,12 @@ def test_predict_instances_batch(client, app, db, champion):
         or abs(first["confidence"] - max(first["probabilities"])) < 1e-5
     )
     assert [t["label"] for t in first["top"]][0] == first["label"] and len(first["top"]) == 3
-    assert all(p["unsure"] is (p["confidence"] < 0.5) for p in body["predictions"])
+    assert all(p["unsure"] is ("unsure_reason" in p) for p in body["predictions"])
+    assert all(p["unsure"] for p in body["predictions"] if p["confidence"] < 0.5)
     blends = (DIGITS.X[:60] + DIGITS.X[60:120]) / 2  # two digits over each other: some answers are guesses
     guesses = client.post("/predict", json={"instances": blends.tolist()}).json["predictions"]
-    assert any(p["unsure"] for p in guesses) and all(p["unsure"] is (p["confidence"] < 0.5) for p in guesses)
+    assert any(p["unsure"] for p in guesses) and all(p["unsure"] for p in guesses if p["confidence"] < 0.5)
+    assert all(p["unsure"] is ("unsure_reason" in p) for p in guesses)
     flush(app)
     docs = list(db.predictions.find({"request_id": "req-1"}))
     assert len(docs) == 20, "every row of a batch is its own record"
@@ -58,6 +61,22 @@ def test_predict_base64_and_multipart_image(client, app, db):
     # data-URL prefix and line-wrapped base64 are accepted too
     wrapped = "data:image/png;base64," + "\n".join(b64(image)[i : i + 60] for i in range(0, len(b64(image)), 60))
     assert client.post("/predict", json={"image": wrapped}).status_code == 200
+    assert by_json.json["predictions"][0]["unsure"] is False
+
+
+def test_an_upload_unlike_a_digit_is_answered_as_a_flagged_guess(client):
+    """A filled page or three digits side by side: the best guess, with `unsure` and why (the digits kind's rules)."""
+    filled = Image.new("L", (100, 100), 255)
+    filled.paste(Image.new("L", (90, 90), 0), (5, 5))
+    wide = Image.new("L", (400, 100), 255)
+    for left in (20, 150, 280):
+        wide.paste(Image.new("L", (25, 80), 0), (left, 10))
+    for image, reason in ((filled, "covers"), (wide, "wider than tall")):
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        answer = client.post("/predict", json={"image": b64(out.getvalue())}).json["predictions"][0]
+        assert answer["unsure"] is True and reason in answer["unsure_reason"], answer
+        assert answer["label"] in range(10), "the best guess is still given"
 
 
 def test_get_prediction_and_feedback(client, app, db):

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import png_bytes
@@ -79,6 +80,16 @@ def test_upload_and_draw_in_the_browser(served_app, tmp_path, mongo_client):
         page.wait_for_function(f"document.querySelector('#prediction-id').innerText !== '{prediction_id}'")
         drawn = page.inner_text("#predicted-label")
         page.screenshot(path=str(tmp_path / "page.png"))
+
+        # a filled page is no digit: the best guess comes flagged, with the reason
+        filled = Image.new("L", (100, 100), 255)
+        filled.paste(Image.new("L", (90, 90), 0), (5, 5))
+        filled.save(tmp_path / "filled.png")
+        page.set_input_files("#file", str(tmp_path / "filled.png"))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_selector("#unsure", timeout=15_000)
+        unsure = page.inner_text("#unsure")
+    assert "unsure" in unsure and "covers" in unsure, unsure
     assert drawn == "1", f"a vertical stroke was read as {drawn}"
     from tests.app.conftest import wait_for
 

@@ -19,7 +19,7 @@ from model.data import split
 from model.errors import ImageTooLarge
 from model.features import image_to_features
 from model.kinds import InvalidRow
-from model.kinds.digits import KIND, evaluation_features, load_digits_dataset, unsure
+from model.kinds.digits import KIND, evaluation_features, load_digits_dataset, unsure_reasons
 from model.params import DataParams, Params, PromotionParams
 from model.promotion import decide_promotion
 from model.snapshot import Snapshot
@@ -137,15 +137,22 @@ def test_unsure_when_confidence_is_low_or_the_ink_is_not_one_digit():
     page = Image.new("L", (200, 200), 255)
     page.paste(Image.new("L", (30, 160), 0), (85, 20))
     one = image_to_features(page, 16)
-    assert unsure(_one_hot(1, 0.97), one) is None
-    assert "confidence 0.40" in (unsure(_one_hot(1, 0.4), one) or "")
-    tied = _one_hot(1, 0.55)
-    tied[7] = 0.4
-    assert unsure(tied, one) is not None
     wide = Image.new("L", (400, 100), 255)
     for left in (20, 150, 280):  # three 1s side by side
         wide.paste(Image.new("L", (25, 80), 0), (left, 10))
-    assert "wider than tall" in (unsure(_one_hot(1, 0.97), image_to_features(wide, 16)) or "")
     filled = Image.new("L", (100, 100), 255)
     filled.paste(Image.new("L", (90, 90), 0), (5, 5))
-    assert "covers" in (unsure(_one_hot(8, 0.97), image_to_features(filled, 16)) or "")
+    tied = _one_hot(1, 0.55)
+    tied[7] = 0.4
+    rows = [  # (probabilities, features, what the reason says or None)
+        (_one_hot(1, 0.97), one, None),
+        (_one_hot(1, 0.4), one, "confidence 0.40 is below 0.5"),
+        (tied, one, "two likeliest digits are 0.15 apart"),
+        (_one_hot(1, 0.97), image_to_features(wide, 16), "wider than tall"),
+        (_one_hot(8, 0.97), image_to_features(filled, 16), "covers"),
+    ]
+    reasons = unsure_reasons(np.vstack([r[0] for r in rows]), np.vstack([r[1] for r in rows]), 0.5)
+    assert len(reasons) == len(rows)
+    for reason, (_, _, expected) in zip(reasons, rows, strict=True):
+        assert reason is None if expected is None else expected in (reason or ""), (reason, expected)
+    assert KIND.unsure(np.vstack([r[0] for r in rows]), np.vstack([r[1] for r in rows]), 0.5) == reasons
