@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from model.errors import DataValidationError, ImageTooLarge, UnreadableImage
+from model.errors import DataValidationError, ImageError, ImageTooLarge, UnreadableImage
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_FOLDER_IMAGE_PIXELS = 50_000_000
@@ -49,6 +51,15 @@ def decode_image(data: bytes, max_pixels: int, draft: tuple[int, int] | None = N
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnreadableImage(f"the image is corrupt or truncated: {exc}") from exc
     return image
+
+
+@contextmanager
+def naming(where: str) -> Iterator[None]:
+    """Inside, an image that cannot be read or used becomes a data error naming its file (in a folder or a zip)."""
+    try:
+        yield
+    except ImageError as exc:
+        raise DataValidationError(f"{where}: {exc}") from exc
 
 
 def class_folders(folder: Path) -> list[tuple[str, list[Path]]]:

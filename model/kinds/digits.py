@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score
 
 from model import digit_sets, images
 from model.data import Dataset, merge
-from model.errors import DataValidationError, ImageError
+from model.errors import DataValidationError
 from model.features import LEGACY_SIDE, MAX_VALUE, image_to_features, side_of
 from model.images import decode_image
 from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded
@@ -193,10 +193,8 @@ class Digits:
         """A zip of images, each turned into features by the one preprocessing function."""
         features, keys = [], []
         for name, image in images.zip_images(data, limits.max_batch_images, limits.max_image_bytes):
-            try:
+            with images.naming(name):
                 features.append(image_to_features(decode_image(image, limits.max_pixels, draft=_DRAFT), spec))
-            except ImageError as exc:
-                raise DataValidationError(f"{name}: {exc}") from exc
             keys.append(name)
         X = np.vstack(features)
         return BatchInput(X=X, rows=X.tolist(), keys=keys)
@@ -331,11 +329,9 @@ def load_image_folder(folder: Path, side: int = LEGACY_SIDE) -> Dataset:
                 f"{folder / name}: class folders of digits must be named by their integer label (e.g. 0, 1, ... 9)"
             ) from None
         for path in paths:
-            try:
+            with images.naming(str(path)):
                 image = decode_image(path.read_bytes(), max_pixels=images.MAX_FOLDER_IMAGE_PIXELS, draft=_DRAFT)
                 features.append(image_to_features(image, side))
-            except ImageError as exc:
-                raise DataValidationError(f"{path}: {exc}") from exc
             labels.append(label)
             origins.append(str(path))
     return Dataset(X=np.vstack(features), y=np.asarray(labels, dtype=np.int64), origins=origins)

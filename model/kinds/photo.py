@@ -23,7 +23,7 @@ from PIL import Image
 
 from model import backbone, images
 from model.data import Dataset
-from model.errors import DataValidationError, ImageError
+from model.errors import DataValidationError
 from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded, low_confidence
 from model.monitoring import psi
 from model.serving import noisy_probes
@@ -233,10 +233,8 @@ class Served:
 
 def read_photo(data: bytes, where: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
     """A file's photo as the backbone takes it, and its image statistics; an error names the file."""
-    try:
+    with images.naming(where):
         image = decode(data, max_pixels)
-    except ImageError as exc:
-        raise DataValidationError(f"{where}: {exc}") from exc
     return prepare(image), image_stats(image)
 
 
