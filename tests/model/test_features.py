@@ -2,10 +2,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from model.errors import BlankImage, ImageTooLarge, UnreadableImage
-from model.features import N_FEATURES, features_to_image, image_to_features
+from model.features import N_FEATURES, features_to_image, image_to_features, median3
 from model.images import decode_image
 from model.kinds.digits import load_digits_dataset
 
@@ -158,3 +158,12 @@ def test_layouts_are_square_and_previews_render_any_side():
         assert features_to_image(np.zeros(side * side), scale=2).size == (2 * side, 2 * side)
     with pytest.raises(ValueError, match="not a square"):
         side_of(65)
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (61, 160), (160, 97)])
+def test_the_median_filter_is_pillows_pixel_for_pixel(shape):
+    """median3 replaced Pillow's MedianFilter(3) (20x faster here); uploads must still come out the same."""
+    pixels = np.random.default_rng(shape[1]).integers(0, 256, shape, dtype=np.uint8)
+    pixels[: shape[0] // 3] = 255  # flat paper and an edge, not only noise
+    expected = np.asarray(Image.fromarray(pixels).filter(ImageFilter.MedianFilter(3)))
+    assert np.array_equal(median3(pixels), expected)
