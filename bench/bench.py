@@ -35,6 +35,7 @@ from model.data import split
 from model.kinds.digits import load_digits_dataset
 from model.params import load_params
 from model.registry import RegistryConfig, connect
+from model.snapshot import fetch_snapshot
 from model.sources import SourcePolicy
 from model.statistics import rollup_increments
 from ops import services
@@ -118,7 +119,6 @@ class Bench:
             "MODEL_NAME": model,
             "MODEL_CACHE_DIR": str(self.dir / name / "cache"),
             "OUTBOX_DIR": str(self.dir / name / "outbox"),
-            "BATCHES_DIR": str(self.dir / name / "batches"),
             "LOG_PREDICTIONS": str(log_predictions).lower(),
         }
         service = services.app(services.free_port(), self.dir / f"{name}.log", env=env, workers=2)
@@ -263,10 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"})  # 8x8: 64-number rows
         client: MongoClient = MongoClient(mongo.url, tz_aware=True)
         snapshot = lifecycle.ingest(params, workdir / "data", client["bench"], SourcePolicy(workdir))
-        trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, client["bench"])
-        lifecycle.validate_and_promote(
-            params, Path(snapshot["path"]), trained["version"], registry, client["bench"], workdir / "val"
-        )
+        path = fetch_snapshot(client["bench"], workdir / "data", snapshot["hash"])
+        trained = lifecycle.train_and_register(params, path, registry, client["bench"])
+        lifecycle.validate_and_promote(params, path, trained["version"], registry, client["bench"], workdir / "val")
         version = trained["version"]
         print(f"champion: {MODEL} v{version} ({params.train.estimator})", flush=True)
 

@@ -35,9 +35,10 @@ from pymongo import MongoClient
 
 from bench.bench import RESULTS, Bench, alternate, wrk
 from bench.tables import summarize
-from model import lifecycle
+from model import blobs, lifecycle
 from model.params import DataParams, Params, TrainParams
 from model.registry import RegistryConfig, connect
+from model.snapshot import fetch_snapshot
 from model.sources import SourcePolicy
 from ops import services
 
@@ -74,17 +75,17 @@ def score_zip(workdir: Path, mongo_url: str, mlflow_url: str, photos: list[tuple
     from plugins.mlops_platform import batches
 
     batch_id = str(uuid.uuid4())
-    folder = workdir / "batches" / batch_id
-    folder.mkdir(parents=True)
-    with zipfile.ZipFile(folder / "input.zip", "w") as archive:
+    upload = io.BytesIO()
+    with zipfile.ZipFile(upload, "w") as archive:
         for i, (label, data) in enumerate(photos):
             archive.writestr(f"{label}/{i}.jpg", data)
     client: MongoClient = MongoClient(mongo_url, tz_aware=True)
+    blobs.store_batch_input(client[DB], batch_id, "zip", upload.getvalue())  # what POST /batches stores
     now = datetime.now(UTC)
     client[DB].batches.insert_one({"_id": batch_id, "status": "pending", "created_at": now, "updated_at": now,
                                    "format": "zip", "model_name": MODEL})  # fmt: skip
     settings = Settings(mongo_uri=mongo_url, mongo_db=DB, mlflow_tracking_uri=mlflow_url, model_name=MODEL,
-                        batches_dir=workdir / "batches", model_cache_dir=workdir / "batch-cache")  # fmt: skip
+                        model_cache_dir=workdir / "batch-cache")  # fmt: skip
     started = time.perf_counter()
     summary = batches.score(batch_id, "bench", settings)
     seconds = time.perf_counter() - started
@@ -128,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         snapshot = lifecycle.ingest(params, workdir / "data", client[DB], SourcePolicy(workdir))
         results["ingest_photos_per_s"] = round(snapshot["rows"] / (time.perf_counter() - started), 1)
-        trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, client[DB])
+        path = fetch_snapshot(client[DB], workdir / "data", snapshot["hash"])
+        trained = lifecycle.train_and_register(params, path, registry, client[DB])
         decided = lifecycle.validate_and_promote(
-            params, Path(snapshot["path"]), trained["version"], registry, client[DB], workdir / "val"
+            params, path, trained["version"], registry, client[DB], workdir / "val"
         )
         results["champion"] = {"version": trained["version"], "holdout_accuracy": trained["accuracy"], **decided}
         print(f"champion: {MODEL} v{trained['version']}, holdout accuracy {trained['accuracy']:.3f}", flush=True)

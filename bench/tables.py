@@ -33,10 +33,11 @@ import yaml
 from pymongo import MongoClient
 
 from bench.bench import RESULTS, ROOT, Bench, alternate, wrk
-from model import lifecycle
+from model import blobs, lifecycle
 from model.ids import id_floor
 from model.params import load_params
 from model.registry import RegistryConfig, connect
+from model.snapshot import fetch_snapshot
 from model.sources import SourcePolicy
 from ops import services
 
@@ -64,13 +65,12 @@ def score_batch(workdir: Path, mongo_url: str, mlflow_url: str, rows: int) -> di
     from config.settings import Settings
     from plugins.mlops_platform import batches
 
-    batches_dir = workdir / "batches"
     batch_id = str(uuid.uuid4())
-    folder = batches_dir / batch_id
-    folder.mkdir(parents=True)
-    batch_csv(folder / "input.csv", rows)
-    size = (folder / "input.csv").stat().st_size
+    upload = workdir / f"{batch_id}.csv"
+    batch_csv(upload, rows)
+    size = upload.stat().st_size
     client: MongoClient = MongoClient(mongo_url, tz_aware=True)
+    blobs.store_batch_input(client[DB], batch_id, "csv", upload.read_bytes())  # what POST /batches stores
     now = datetime.now(UTC)
     client[DB].batches.insert_one({"_id": batch_id, "status": "pending", "created_at": now, "updated_at": now,
                                    "format": "csv", "model_name": MODEL})  # fmt: skip
@@ -79,7 +79,6 @@ def score_batch(workdir: Path, mongo_url: str, mlflow_url: str, rows: int) -> di
         mongo_db=DB,
         mlflow_tracking_uri=mlflow_url,
         model_name=MODEL,
-        batches_dir=batches_dir,
         model_cache_dir=workdir / "batch-cache",
     )
     started = time.perf_counter()
@@ -126,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         registry = connect(RegistryConfig(mlflow.url, MODEL, MODEL))
         client: MongoClient = MongoClient(mongo.url, tz_aware=True)
         snapshot = lifecycle.ingest(params, workdir / "data", client[DB], SourcePolicy(workdir))
-        trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, client[DB])
-        lifecycle.validate_and_promote(
-            params, Path(snapshot["path"]), trained["version"], registry, client[DB], workdir / "val"
-        )
+        path = fetch_snapshot(client[DB], workdir / "data", snapshot["hash"])
+        trained = lifecycle.train_and_register(params, path, registry, client[DB])
+        lifecycle.validate_and_promote(params, path, trained["version"], registry, client[DB], workdir / "val")
         print(f"champion: {MODEL} v{trained['version']} (RandomForest, 200 trees, imputers)", flush=True)
 
         targets = {

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
 
     # pipeline
     params_path: Path = ROOT / "config" / "params.yaml"
-    data_dir: Path = ROOT / "var" / "data"
+    data_dir: Path = ROOT / "var" / "data"  # per host: cached snapshots (stored in MongoDB GridFS), pinned schemas
     # where training data may be read from: files inside this directory, URLs on these hosts
     data_source_dir: Path = ROOT / "data"
     data_source_hosts: str | None = None  # comma-separated host names, e.g. raw.githubusercontent.com
@@ -59,10 +59,9 @@ class Settings(BaseSettings):
     outbox_dir: Path = ROOT / "var" / "outbox"
     model_poll_seconds: float = 10.0
     max_batch_rows: int = 10_000
-    batches_dir: Path = ROOT / "var" / "batches"  # uploads and results, shared by the app and Airflow
     max_batch_file_bytes: int = 200_000_000
-    max_batches_bytes: int = 5_000_000_000  # all batch uploads and results together; past it, 507
-    batch_retention_days: float = 7.0  # batch folders older than this are deleted at the next upload
+    max_batches_bytes: int = 5_000_000_000  # all batch uploads and results in GridFS together; past it, 507
+    batch_retention_days: float = 7.0  # batch files older than this are deleted at the next upload
     max_batch_images: int = 20_000
     batch_trigger_retry_seconds: float = 15.0  # while Airflow does not accept a batch run
     batch_trigger_give_up_seconds: float = 600.0  # then the batch fails with the last error

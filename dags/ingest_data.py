@@ -21,8 +21,9 @@ from plugins.mlops_platform.dag_defaults import LIFECYCLE_ARGS, START_DATE
     tags=["mlops", "lifecycle"],
     doc_md="""
     Loads the source named in `config/params.yaml` (digits or an image folder) and any feedback
-    labels from MongoDB, validates them, and writes an immutable snapshot named by its content hash.
-    Emits the `data_snapshot` Asset, which triggers `train_model`.
+    labels from MongoDB, validates them, and stores an immutable snapshot named by its content hash
+    in MongoDB GridFS. Emits the `data_snapshot` Asset (its extra carries the digest, `hash`), which
+    triggers `train_model`.
     Optional conf: `{"params": {"train": {...}, "data": {...}}}` overrides sections for this chain.
     """,
 )

@@ -27,8 +27,9 @@ def _batch_failed(context: Any) -> None:
     Triggered by the app's `POST /batches` through Airflow's REST API with conf `{"batch_id": ...}`.
     Reads the stored upload (CSV/Parquet for a tabular champion, a zip of images for an image one),
     checks it against the model, scores it in chunks, writes every prediction to MongoDB with
-    `source: batch` (ids derived from the batch id, so a retry duplicates nothing) and a result CSV
-    next to the upload. The batch document in MongoDB `batches` follows: pending -> running ->
+    `source: batch` (ids derived from the batch id, so a retry duplicates nothing) and a result CSV;
+    the upload and the result are files in MongoDB GridFS (bucket `batch_files`), so any worker can
+    run it. The batch document in MongoDB `batches` follows: pending -> running ->
     succeeded | failed (with the reason). A bad file fails at once; other errors are retried.
     """,
 )

@@ -19,8 +19,9 @@ from plugins.mlops_platform.dag_defaults import LIFECYCLE_ARGS, START_DATE
     default_args=LIFECYCLE_ARGS,
     tags=["mlops", "lifecycle"],
     doc_md="""
-    Triggered by the `data_snapshot` Asset (or by hand: conf `{"path": <snapshot dir>}`, else the
-    newest snapshot). Trains the estimator from `config/params.yaml`, logs params, metrics, the
+    Triggered by the `data_snapshot` Asset (or by hand: conf `{"hash": <snapshot digest>}`, else the
+    snapshot stored last), read from MongoDB GridFS, so any worker can run it. Trains the estimator
+    from `config/params.yaml`, logs params, metrics, the
     confusion matrix, the dataset and the model to MLflow, registers a new version with alias
     `challenger`, and emits the `candidate_model` Asset, which triggers `validate_model`.
     """,
@@ -32,7 +33,7 @@ def train_model() -> None:
         from plugins.mlops_platform import tasks
 
         context = get_current_context()
-        snapshot = tasks.upstream(context, ("path",)) or tasks.latest_snapshot(Settings())
+        snapshot = tasks.upstream(context, ("hash",)) or tasks.latest_snapshot(Settings())
         trained = tasks.train(snapshot)
         context["outlet_events"][CANDIDATE_MODEL].extra = trained
         return trained

@@ -19,7 +19,8 @@ from plugins.mlops_platform.dag_defaults import LIFECYCLE_ARGS, START_DATE
     default_args=LIFECYCLE_ARGS,
     tags=["mlops", "lifecycle"],
     doc_md="""
-    Triggered by the `candidate_model` Asset (or by hand with conf `{"version": .., "path": ..}`).
+    Triggered by the `candidate_model` Asset (or by hand with conf
+    `{"version": .., "hash": <snapshot digest>}`).
     Evaluates the challenger and the current champion on the snapshot's holdout, runs behavioural
     checks, and moves `champion` (old champion -> `previous`) only when the gate in
     `config/params.yaml` passes. The decision is tagged on the version and stored in MongoDB
@@ -31,9 +32,9 @@ def validate_model() -> None:
     def validate() -> dict[str, Any]:
         from plugins.mlops_platform import tasks
 
-        candidate = tasks.upstream(get_current_context(), ("version", "path"))
+        candidate = tasks.upstream(get_current_context(), ("version", "hash"))
         if candidate is None:
-            raise ValueError("no candidate: trigger with conf {'version': ..., 'path': <snapshot dir>}")
+            raise ValueError("no candidate: trigger with conf {'version': ..., 'hash': <snapshot digest>}")
         return tasks.validate(candidate)
 
     validate()

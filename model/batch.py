@@ -1,18 +1,14 @@
-"""Batch scoring: stable ids per row, the result file, and where a batch's files live (the kind reads the input)."""
+"""Batch scoring: stable ids per row and the result table (the kind reads the input; blobs.py stores the files)."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from model.ids import derived_ids
 from model.kinds import BatchInput
-
-_BATCH_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def prediction_ids(batch_id: str, created_at: datetime, n: int) -> list[str]:
@@ -36,16 +32,3 @@ def result_table(batch: BatchInput, ids: list[str], outputs: list[dict[str, Any]
     if batch.columns is not None:
         out = pd.concat([out, batch.columns.reset_index(drop=True)], axis=1)
     return out
-
-
-def batch_file(root: Path, batch_id: str, name: str) -> Path:
-    """`root/<batch id>/<name>`, built from the id and refused unless it stays inside `root`.
-
-    Paths are never taken from MongoDB documents: whoever can write a document must not choose a file.
-    """
-    if not _BATCH_ID.match(batch_id) or "/" in name or name.startswith("."):
-        raise ValueError(f"not a batch file: {batch_id}/{name}")
-    path = (root / batch_id / name).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise ValueError(f"not a batch file: {batch_id}/{name}")
-    return path

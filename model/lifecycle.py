@@ -37,10 +37,12 @@ log = logging.getLogger(__name__)
 EXAMPLE_ROWS = 5
 
 
-def ingest(params: Params, data_dir: Path, db: Database | None, sources: SourcePolicy) -> dict[str, Any]:
-    """Load the configured source (digits with feedback), validate it, and write a content-hashed snapshot.
+def ingest(params: Params, data_dir: Path, db: Database, sources: SourcePolicy) -> dict[str, Any]:
+    """Load the configured source (digits with feedback), validate it, and store a content-hashed snapshot.
 
-    `sources` says which directory and hosts data may be read from.
+    `sources` says which directory and hosts data may be read from. The snapshot goes to MongoDB
+    (model/snapshot.py), with this host's copy under `data_dir`; what is returned names it by its
+    digest (`hash`), which is all another host needs to read it.
     """
     kind = kinds.configured(params, sources)
     loaded = kind.load(params, sources, db, data_dir)
@@ -57,10 +59,10 @@ def ingest(params: Params, data_dir: Path, db: Database | None, sources: SourceP
         "labels": loaded.labels,
     }
     profile = kind.profile(train_set, loaded, p.profile_bins)
-    path = write_snapshot(data_dir, digest, train_set, holdout, profile, manifest, schema=loaded.schema)
+    write_snapshot(db, data_dir, digest, train_set, holdout, profile, manifest, schema=loaded.schema)
     feedback_rows = int(loaded.manifest.get("feedback_rows", 0))
     log.info("%s snapshot %s: %d rows (%d from feedback)", kind.name, digest, len(loaded.dataset), feedback_rows)
-    return {"hash": digest, "path": str(path), "rows": len(loaded.dataset), "feedback_rows": feedback_rows}
+    return {"hash": digest, "rows": len(loaded.dataset), "feedback_rows": feedback_rows}
 
 
 def train_and_register(params: Params, snapshot_path: Path, registry: Registry, db: Database) -> dict[str, Any]:

@@ -201,14 +201,16 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
     from model import lifecycle
     from model.params import load_params
     from model.registry import connect
+    from model.snapshot import fetch_snapshot
 
     registry = connect(registry_config_for(servers, "digits-app"))
     params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"}, promotion=FAST_GATE)
     db = mongo_client[LIFECYCLE_DB]
     snapshot = lifecycle.ingest(params, tmp_session / "data", db, SourcePolicy(tmp_session))
-    trained = lifecycle.train_and_register(params, Path(snapshot["path"]), registry, db)
+    path = fetch_snapshot(db, tmp_session / "data", snapshot["hash"])
+    trained = lifecycle.train_and_register(params, path, registry, db)
     decision = lifecycle.validate_and_promote(
-        params, Path(snapshot["path"]), trained["version"], registry, db, tmp_session / "validation"
+        params, path, trained["version"], registry, db, tmp_session / "validation"
     )
     assert decision["outcome"] == "promoted", decision
     events = list(db.model_events.find({"model_name": "digits-app"}))
@@ -216,6 +218,7 @@ def champion(servers: Servers, mongo_client: MongoClient, tmp_session: Path) -> 
         "model_name": "digits-app",
         "version": trained["version"],
         "snapshot": snapshot,
+        "snapshot_path": path,  # the session's copy, as ingest's host keeps it
         "params": params,
         "events": events,
     }
@@ -262,7 +265,6 @@ def served_app(  # noqa: ANN201
         "MODEL_NAME": str(champion["model_name"]),
         "MODEL_CACHE_DIR": str(root / "cache"),
         "OUTBOX_DIR": str(root / "outbox"),
-        "BATCHES_DIR": str(root / "batches"),
         "LOG_FLUSH_SECONDS": "0.05",
         "APP_READ_TIMEOUT": "3",  # test_slow_clients waits for it
         "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics"),  # test_metrics looks at whose files are there

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 from pymongo.errors import PyMongoError
 
 from app.auth import require_api_key
@@ -19,7 +17,7 @@ from app.openapi import documented
 from app.reads import UUID_PATTERN
 from app.requests_log import request_id
 from app.views.api import ext, serving_model
-from model.batch import batch_file
+from model import blobs
 from model.store import BATCHES, update_batch
 
 bp = Blueprint("batches", __name__)
@@ -69,11 +67,13 @@ def create_batch() -> tuple[Response, int]:
         raise PayloadTooLarge(f"batch files are limited to {settings.max_batch_file_bytes:,} bytes", field="file")
     if not data:
         raise InvalidInput("the uploaded file is empty", field="file")
-    _make_room(settings.batches_dir, len(data), settings.max_batches_bytes, settings.batch_retention_days)
+    db = ext("db")
     batch_id = str(uuid.uuid4())
-    folder = settings.batches_dir / batch_id
-    folder.mkdir(parents=True)
-    (folder / f"input.{fmt}").write_bytes(data)
+    try:
+        _make_room(db, len(data), settings.max_batches_bytes, settings.batch_retention_days)
+        blobs.store_batch_input(db, batch_id, fmt, data)
+    except PyMongoError as exc:
+        raise _storage_unavailable(exc) from exc
     now = datetime.now(UTC)
     run_id = f"batch__{batch_id}"
     doc = {
@@ -84,7 +84,6 @@ def create_batch() -> tuple[Response, int]:
         "filename": upload.filename,
         "format": fmt,
         "bytes": len(data),
-        "input_path": str(folder / f"input.{fmt}"),
         "model_name": model.name,
         "submitted_model_version": model.version,
         "airflow_dag_id": DAG_ID,
@@ -95,14 +94,13 @@ def create_batch() -> tuple[Response, int]:
         "next_attempt_at": now,
     }
     try:
-        ext("db")[BATCHES].insert_one(doc)
+        db[BATCHES].insert_one(doc)
     except PyMongoError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise ApiError(
-            f"batches cannot be accepted while MongoDB is unreachable ({type(exc).__name__}); try again shortly",
-            code="storage_unavailable",
-            status=503,
-        ) from exc
+        try:
+            blobs.delete_batch_files(db, batch_id)
+        except PyMongoError:
+            log.warning("batch %s: its upload stays in GridFS until it expires", batch_id)
+        raise _storage_unavailable(exc) from exc
     error = ext("batch_dispatcher").dispatch(doc)
     body: dict[str, Any] = {"id": batch_id, "status": "pending", "links": _links(batch_id)}
     if error is not None:
@@ -134,10 +132,26 @@ def get_batch_result(batch_id: str) -> Response:
         reason = f": {doc['error']}" if doc.get("error") else ""
         raise ApiError(f"batch {batch_id} is {doc['status']}{reason}; its result exists once it has succeeded",
                        code="not_ready", status=409)  # fmt: skip
-    path = batch_file(ext("settings").batches_dir, doc["_id"], "result.csv")  # never a path from the document
-    if not path.is_file():
+    try:
+        result = blobs.open_batch_result(ext("db"), doc["_id"])  # named from the id, never from the document
+    except PyMongoError as exc:
+        raise _storage_unavailable(exc) from exc
+    if result is None:
         raise NotFound(f"the result of batch {batch_id} is no longer stored (BATCH_RETENTION_DAYS)")
-    return send_file(path, mimetype="text/csv", as_attachment=True, download_name=f"{batch_id}.csv")
+    response = Response(
+        stream_with_context(blobs.stream(result, f"the result of batch {batch_id}")), mimetype="text/csv"
+    )
+    response.headers["Content-Length"] = str(result.length)
+    response.headers["Content-Disposition"] = f'attachment; filename="{batch_id}.csv"'
+    return response
+
+
+def _storage_unavailable(exc: PyMongoError) -> ApiError:
+    return ApiError(
+        f"batches cannot be accepted or served while MongoDB is unreachable ({type(exc).__name__}); try again shortly",
+        code="storage_unavailable",
+        status=503,
+    )
 
 
 def _find(batch_id: str) -> dict[str, Any]:
@@ -172,7 +186,7 @@ def _reconcile(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    hidden = ("_id", "input_path", "result_path", "next_attempt_at")
+    hidden = ("_id", "input_path", "result_path", "next_attempt_at")  # the paths: batches stored before GridFS
     out = {k: v for k, v in doc.items() if k not in hidden}
     out["id"] = doc["_id"]
     for key, value in out.items():
@@ -186,22 +200,10 @@ def _links(batch_id: str) -> dict[str, str]:
     return {"self": f"/batches/{batch_id}", "result": f"/batches/{batch_id}/result"}
 
 
-def _make_room(root: Path, incoming: int, quota: int, retention_days: float) -> None:
-    """Delete batch folders past their retention, then refuse the upload if the quota would be exceeded."""
-    if not root.exists():
-        return
-    cutoff = time.time() - retention_days * 86400
-    used = 0
-    for folder in root.iterdir():
-        if not folder.is_dir() or not UUID_PATTERN.match(folder.name):
-            continue
-        try:
-            if folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
-                continue
-            used += sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        except FileNotFoundError:
-            continue
+def _make_room(db: Any, incoming: int, quota: int, retention_days: float) -> None:
+    """Delete batch files past their retention, then refuse the upload if the quota would be exceeded."""
+    blobs.expire_batch_files(db, retention_days)
+    used = blobs.batch_bytes(db)
     if used + incoming > quota:
         raise ApiError(
             f"batch storage holds {used:,} bytes and its quota is {quota:,} (MAX_BATCHES_BYTES); "

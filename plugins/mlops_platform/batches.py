@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from config.settings import Settings
 from model import batch as batches
-from model import prediction, provenance
-from model.batch import batch_file
+from model import blobs, prediction, provenance
 from model.errors import DataValidationError
 from model.kinds import Limits
 from model.registry import CHAMPION
@@ -55,12 +52,11 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
                 f"the champion is a {kind.name} model and scores {kind.batch_files}, not a {job.get('format')} file"
             )
         try:
-            data = batch_file(settings.batches_dir, batch_id, f"input.{job['format']}").read_bytes()
-        except FileNotFoundError as exc:
-            raise BatchRejected(
-                f"the uploaded file of batch {batch_id} is not under BATCHES_DIR ({settings.batches_dir}): "
-                "the app and the workers must be given the same one, or it expired (BATCH_RETENTION_DAYS)"
-            ) from exc
+            data = blobs.read_batch_input(db, batch_id, job["format"])
+        except blobs.StoredFileMissing as exc:
+            raise BatchRejected(f"{exc}: it expired (BATCH_RETENTION_DAYS); submit the file again") from exc
+        except blobs.StoredFileCorrupt as exc:
+            raise BatchRejected(f"{exc}; submit the file again") from exc
         limits = Limits(
             max_pixels=settings.max_image_pixels,
             max_image_bytes=settings.max_upload_bytes,
@@ -95,14 +91,13 @@ def score(batch_id: str, run_id: str, settings: Settings | None = None) -> dict[
                 writer.write(start, records)  # MongoDB stores this chunk while the next one is scored
                 outputs.extend(answered)
         stored = writer.stored
-        folder = batch_file(settings.batches_dir, batch_id, "result.csv").parent
-        result = _write_result(folder, batches.result_table(inputs, ids, outputs))
+        result = _store_result(db, batch_id, batches.result_table(inputs, ids, outputs))
         summary = {
             "status": SUCCEEDED,
             "rows": n,
             "scored": stored,
             "model_version": champion.version,
-            "result_path": str(result),
+            "result_bytes": result,
             "finished_at": datetime.now(UTC),
             **_summary(outputs),
         }
@@ -174,12 +169,16 @@ def mark_failed(batch_id: str, reason: str, settings: Settings | None = None) ->
     log.error("batch %s failed (%s) but MongoDB could not be told; GET /batches asks Airflow instead", batch_id, reason)
 
 
-def _write_result(folder: Path, table: Any) -> Path:
-    final = folder / "result.csv"
-    tmp = folder / f".result-{os.getpid()}.csv"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, final)
-    return final
+def _store_result(db: Any, batch_id: str, table: Any) -> int:
+    """The result CSV into MongoDB GridFS (spooled through a local temporary file); its size in bytes."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as spool:
+        table.to_csv(spool, index=False)
+        size = spool.tell()
+        spool.seek(0)
+        blobs.store_batch_result(db, batch_id, spool)
+    return size
 
 
 def run_from_context() -> dict[str, Any]:

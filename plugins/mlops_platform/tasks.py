@@ -8,6 +8,7 @@ from typing import Any
 
 from config.settings import Settings
 from model import lifecycle
+from model import snapshot as snapshots
 from model.errors import DataValidationError
 from model.params import Params, load_params
 from plugins.mlops_platform.hooks import PlatformMongoHook, PlatformRegistryHook
@@ -45,15 +46,23 @@ def params_for(settings: Settings, conf: dict[str, Any] | None) -> Params:
     return load_params(settings.params_path, **overrides)
 
 
-def snapshot_dir(settings: Settings, path: str) -> Path:
-    """A snapshot path from a run's conf or Asset event, refused unless it is under DATA_DIR/snapshots."""
+def snapshot_path(settings: Settings, db: Any, payload: dict[str, Any]) -> Path:
+    """This host's verified copy of the snapshot a run's conf, Asset event or XCom names by its digest.
+
+    Snapshots live in MongoDB (model/snapshot.py), so any worker can read one; an unknown digest or
+    a snapshot that does not verify fails the task, since retrying cannot help.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
-    root = (settings.data_dir / "snapshots").resolve()
-    resolved = Path(path).resolve()
-    if not resolved.is_relative_to(root) or resolved == root:
-        raise AirflowFailException(f"a snapshot must be a directory under {root}; the run named another path")
-    return resolved
+    try:
+        digest = snapshots.check_digest(payload.get("hash"))
+        return snapshots.fetch_snapshot(db, settings.data_dir, digest)
+    except ValueError as exc:  # not a digest, or SnapshotCorrupt
+        raise AirflowFailException(f"{exc}") from exc
+    except snapshots.SnapshotNotFound as exc:
+        raise AirflowFailException(
+            f'{exc}, or trigger with conf {{"hash": <digest>}} naming one that ingest_data stored'
+        ) from exc
 
 
 def ingest(conf: dict[str, Any] | None) -> dict[str, Any]:
@@ -75,10 +84,9 @@ def train(snapshot: dict[str, Any]) -> dict[str, Any]:
     params = params_for(settings, snapshot)
     registry = PlatformRegistryHook(settings).get_conn()
     with PlatformMongoHook(settings) as mongo:
-        result = lifecycle.train_and_register(
-            params, snapshot_dir(settings, snapshot["path"]), registry, mongo.get_conn()
-        )
-    return {**result, "path": snapshot["path"], "params": snapshot.get("params")}
+        db = mongo.get_conn()
+        result = lifecycle.train_and_register(params, snapshot_path(settings, db, snapshot), registry, db)
+    return {**result, "params": snapshot.get("params")}
 
 
 def validate(trained: dict[str, Any]) -> dict[str, Any]:
@@ -86,29 +94,38 @@ def validate(trained: dict[str, Any]) -> dict[str, Any]:
     params = params_for(settings, trained)
     registry = PlatformRegistryHook(settings).get_conn()
     with PlatformMongoHook(settings) as mongo:
+        db = mongo.get_conn()
         return lifecycle.validate_and_promote(
             params,
-            snapshot_dir(settings, trained["path"]),
+            snapshot_path(settings, db, trained),
             str(trained["version"]),
             registry,
-            mongo.get_conn(),
+            db,
             settings.model_cache_dir / "validation",
         )
 
 
 def latest_snapshot(settings: Settings) -> dict[str, Any]:
-    """The newest snapshot on disk, for runs started by hand rather than by an Asset event."""
-    root = settings.data_dir / "snapshots"
-    manifests = sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime) if root.exists() else []
-    if not manifests:
-        raise FileNotFoundError(f"no snapshot under {root}: run the ingest_data DAG first")
-    path = manifests[-1].parent
-    return {"hash": path.name, "path": str(path)}
+    """The snapshot stored last in MongoDB, for runs started by hand rather than by an Asset event."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with PlatformMongoHook(settings) as mongo:
+        digest = snapshots.latest_snapshot(mongo.get_conn())
+    if digest is None:
+        raise AirflowFailException("no snapshot in MongoDB: run the ingest_data DAG first")
+    return {"hash": digest}
 
 
 def upstream(context: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any] | None:
     """The payload this run was started with: conf from a manual trigger, else the Asset event's extra."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     conf = dict(context["dag_run"].conf or {})
+    if "path" in conf:
+        raise AirflowFailException(
+            'run conf names a snapshot by "path": snapshots are stored in MongoDB and named by their digest; '
+            'trigger with conf {"hash": <digest>} (the "hash" ingest_data returned), or without it for the newest'
+        )
     if all(key in conf for key in required):
         return conf
     for events in (context.get("triggering_asset_events") or {}).values():

@@ -27,7 +27,6 @@ def app_settings(servers, tmp_path: Path, model_name: str, db_name: str, **extra
         "model_name": model_name,
         "model_cache_dir": tmp_path / "model-cache",
         "outbox_dir": tmp_path / "outbox",
-        "batches_dir": tmp_path / "batches",
         "model_poll_seconds": 0.5,
         "log_flush_seconds": 0.05,
         "admin_token": ADMIN_TOKEN,

@@ -1,18 +1,17 @@
-"""Batch files: paths built from the batch id (never read from MongoDB), a quota and a retention (issue #15, item 3)."""
+"""Batch files in MongoDB GridFS: names built from the batch id (never read from a document), a quota and a
+retention (issue #15, item 3), counted and applied in GridFS (issue #17, part 3)."""
 
 from __future__ import annotations
 
 import io
-import os
-import time
 import uuid
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from app import create_app, shutdown
-from model.batch import batch_file
+from model import blobs
 from model.kinds.digits import load_digits_dataset
 from tests.app.conftest import app_settings, png_bytes, wait_for
 from tests.conftest import trust_champion
@@ -34,9 +33,9 @@ def a_zip() -> bytes:
         ("x", "a"),
     ],
 )
-def test_batch_file_stays_inside_its_root(tmp_path, batch_id, name):
+def test_a_batch_file_name_is_built_from_a_batch_id_only(batch_id, name):
     with pytest.raises(ValueError, match="not a batch file"):
-        batch_file(tmp_path, batch_id, name)
+        blobs.batch_file_name(batch_id, name)
 
 
 def test_a_document_cannot_choose_the_file_that_is_served(client, db):
@@ -51,12 +50,10 @@ def test_a_document_cannot_choose_the_file_that_is_served(client, db):
 
 def test_uploads_have_a_quota_and_expire(servers, champion, db, tmp_path):
     trust_champion(db, champion)
-    root = tmp_path / "batches"
-    old = root / str(uuid.uuid4())
-    old.mkdir(parents=True)
-    (old / "input.zip").write_bytes(b"x" * 50_000)
-    week_ago = time.time() - 8 * 86400
-    os.utime(old, (week_ago, week_ago))
+    old = str(uuid.uuid4())
+    blobs.store_batch_input(db, old, "zip", b"x" * 50_000)
+    week_ago = datetime.now(UTC) - timedelta(days=8)
+    db["batch_files.files"].update_one({"metadata.batch_id": old}, {"$set": {"uploadDate": week_ago}})
     app = create_app(app_settings(servers, tmp_path, champion["model_name"], db.name, max_batches_bytes=2_000))
     app.extensions["batch_trigger"] = lambda conf, run_id: run_id
     try:
@@ -65,7 +62,8 @@ def test_uploads_have_a_quota_and_expire(servers, champion, db, tmp_path):
         upload = a_zip()
         first = client.post("/batches", data={"file": (io.BytesIO(upload), "a.zip")})
         assert first.status_code == 202, first.json
-        assert not old.exists(), "a folder past BATCH_RETENTION_DAYS is deleted"
+        assert db["batch_files.files"].count_documents({"metadata.batch_id": old}) == 0, "past BATCH_RETENTION_DAYS"
+        assert db["batch_files.chunks"].count_documents({"files_id": f"{old}/input.zip"}) == 0, "chunks too"
         refused = None
         for _ in range(30):
             refused = client.post("/batches", data={"file": (io.BytesIO(upload), "a.zip")})
@@ -73,5 +71,35 @@ def test_uploads_have_a_quota_and_expire(servers, champion, db, tmp_path):
                 break
         assert refused.status_code == 507 and refused.json["error"] == "batch_storage_full"
         assert "MAX_BATCHES_BYTES" in refused.json["message"]
+        assert blobs.batch_bytes(db) <= 2_000, "the quota counts what GridFS holds"
     finally:
         shutdown(app)
+
+
+def test_an_expired_result_is_no_longer_stored(client, db):
+    """The result a worker stored is streamed back; once retention deleted it, the 404 says why."""
+    batch_id = str(uuid.uuid4())
+    db.batches.insert_one({"_id": batch_id, "status": "succeeded", "created_at": datetime.now(UTC)})
+    csv = b"row,prediction_id,label,confidence\n" + b"0,x,1,0.9\n" * 100_000
+    blobs.store_batch_result(db, batch_id, io.BytesIO(csv))
+    served = client.get(f"/batches/{batch_id}/result")
+    assert served.status_code == 200 and served.is_streamed and served.data == csv
+    assert served.headers["Content-Length"] == str(len(csv)) and served.mimetype == "text/csv"
+    blobs.expire_batch_files(db, retention_days=7, now=datetime.now(UTC) + timedelta(days=8))
+    gone = client.get(f"/batches/{batch_id}/result")
+    assert gone.status_code == 404 and "no longer stored" in gone.json["message"], gone.json
+
+
+def test_a_corrupt_upload_is_refused_by_the_worker_with_a_clear_error(db):
+    batch_id = str(uuid.uuid4())
+    blobs.store_batch_input(db, batch_id, "csv", b"a,b\n" + b"1,2\n" * 200_000)
+    name = f"{batch_id}/input.csv"
+    db["batch_files.chunks"].update_one({"files_id": name, "n": 1}, {"$set": {"data": b"tampered"}})
+    with pytest.raises(blobs.StoredFileCorrupt, match=f"uploaded file of batch {batch_id} is corrupt"):
+        blobs.read_batch_input(db, batch_id, "csv")
+    db["batch_files.chunks"].delete_one({"files_id": name, "n": 2})
+    with pytest.raises(blobs.StoredFileCorrupt, match="chunk"):
+        blobs.read_batch_input(db, batch_id, "csv")
+    blobs.delete(db, blobs.BATCH_FILES, name)
+    with pytest.raises(blobs.StoredFileMissing, match="not in MongoDB"):
+        blobs.read_batch_input(db, batch_id, "csv")

@@ -1,4 +1,8 @@
-"""An image model scores a zip of images through score_batch (dag.test) against the session's servers."""
+"""An image model scores a zip of images through score_batch (dag.test) against the session's servers.
+
+The app and the worker each have their own directories, as on two hosts: the upload and the result
+reach the other side through MongoDB GridFS only.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import io
 import zipfile
 
 import pandas as pd
+from gridfs import GridFSBucket
 
 from app import create_app, shutdown
 from model.kinds.digits import load_digits_dataset
@@ -15,18 +20,21 @@ from tests.conftest import trust_champion
 DB = "image_batch_test"
 
 
-def test_a_zip_of_images_is_scored(servers, champion, dagbag, mongo_client, monkeypatch, tmp_path):
+def test_a_zip_of_images_is_scored_by_a_worker_on_another_host(
+    servers, champion, dagbag, mongo_client, monkeypatch, tmp_path
+):
+    worker, app_host = tmp_path / "worker", tmp_path / "app"
     for key, value in {
         "MONGO_URI": servers.mongo.url,
         "MONGO_DB": DB,
         "MLFLOW_TRACKING_URI": servers.mlflow.url,
         "MODEL_NAME": str(champion["model_name"]),
-        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "BATCHES_DIR": str(tmp_path / "b"),  # the app's and the workers' batch store, as one .env gives both
+        "DATA_DIR": str(worker / "data"),
+        "MODEL_CACHE_DIR": str(worker / "cache"),
     }.items():
         monkeypatch.setenv(key, value)
     trust_champion(mongo_client[DB], champion)
-    app = create_app(app_settings(servers, tmp_path, str(champion["model_name"]), DB, batches_dir=tmp_path / "b"))
+    app = create_app(app_settings(servers, app_host, str(champion["model_name"]), DB))
     try:
         wait_for(lambda: app.extensions["models"].current is not None, message="the champion to load")
         runs: list[dict] = []
@@ -49,5 +57,10 @@ def test_a_zip_of_images_is_scored(servers, champion, dagbag, mongo_client, monk
         assert result["row"].tolist() == [f"digits/{i}-true{digits.y[i]}.png" for i in range(3)]
         assert result["label"].tolist() == digits.y[:3].tolist()
         assert mongo_client[DB].predictions.count_documents({"batch_id": batch_id, "source": "batch"}) == 3
+        stored = GridFSBucket(mongo_client[DB], "batch_files").find({"metadata.batch_id": batch_id})
+        files = {f.filename for f in stored}
+        assert files == {f"{batch_id}/input.zip", f"{batch_id}/result.csv"}, files
+        on_disk = [p.name for p in tmp_path.rglob("*") if batch_id in p.name or p.suffix == ".zip"]
+        assert on_disk == [], f"no host keeps a batch file: {on_disk}"
     finally:
         shutdown(app)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
-from config.settings import ROOT
 from model.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 from tests.conftest import registry_config_for
 
@@ -32,33 +34,40 @@ def run(dagbag, dag_id: str, conf: dict | None = None):
     return dag_run
 
 
-def test_asset_chain_promotes_then_rejects_a_worse_model(dagbag, platform_env, mongo_client, servers):
+def test_asset_chain_promotes_then_rejects_a_worse_model(dagbag, platform_env, mongo_client, servers, monkeypatch):
     registry = Registry(registry_config_for(servers, MODEL))
     db = mongo_client["dags_test"]
     db.model_events.delete_many({})
 
     ingest = run(dagbag, "ingest_data")
     assert ingest.state == "success"
-    snapshots = list((ROOT / platform_env["DATA_DIR"] / "snapshots").glob("*/manifest.json"))
-    assert len(snapshots) == 1
-    snapshot = snapshots[0].parent
+    records = list(db["snapshots.files"].find({"metadata.role": "snapshot"}))
+    assert len(records) == 1, "the snapshot is stored in MongoDB"
+    digest = records[0]["_id"]
+    assert (Path(platform_env["DATA_DIR"]) / "snapshots" / digest / "manifest.json").is_file(), "ingest's host cache"
 
+    # train and validate on another host: its own, empty, data and cache directories
+    other = Path(platform_env["DATA_DIR"]).parent / "other-host"
+    monkeypatch.setenv("DATA_DIR", str(other / "data"))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(other / "cache"))
     # a smaller network than the default: the chain is under test here, not the model (it still clears 0.95)
     quick = {"train": {"estimator": "mlp", "hyperparameters": {"hidden_layer_sizes": [64], "max_iter": 100}}}
-    train = run(dagbag, "train_model", {"path": str(snapshot), "params": quick})
+    train = run(dagbag, "train_model", {"hash": digest, "params": quick})
     assert train.state == "success"
     challenger = registry.by_alias(CHALLENGER)
     assert challenger is not None
+    assert (other / "data" / "snapshots" / digest / "manifest.json").is_file(), "read through the other host's cache"
 
-    validate = run(dagbag, "validate_model", {"version": challenger.version, "path": str(snapshot)})
+    shutil.rmtree(other)  # a third host, again with nothing on disk
+    validate = run(dagbag, "validate_model", {"version": challenger.version, "hash": digest})
     assert validate.state == "success"
     champion = registry.by_alias(CHAMPION)
     assert champion is not None and champion.version == challenger.version
-    assert champion.tags["dataset_hash"] == snapshot.name
+    assert champion.tags["dataset_hash"] == digest
     assert champion.tags["validation_outcome"] == "promoted"
     assert float(champion.tags["validation_accuracy"]) >= 0.95
     event = db.model_events.find_one({"version": champion.version, "outcome": "promoted"})
-    assert event["outcome"] == "promoted" and event["dataset_hash"] == snapshot.name
+    assert event["outcome"] == "promoted" and event["dataset_hash"] == digest
 
     # the same chain in one run, with an estimator that cannot pass the gate
     worse = run(dagbag, "ml_pipeline", {"params": {"train": {"estimator": "dummy", "hyperparameters": {}}}})
@@ -70,3 +79,20 @@ def test_asset_chain_promotes_then_rejects_a_worse_model(dagbag, platform_env, m
     event = db.model_events.find_one({"version": rejected.version, "outcome": "rejected"})
     assert event["outcome"] == "rejected" and "does not beat the majority-class baseline" in event["reason"]
     assert registry.by_alias(PREVIOUS) is None
+
+
+def test_a_run_naming_a_path_or_an_unknown_digest_says_what_to_do(platform_env, mongo_client):
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from config.settings import Settings
+    from plugins.mlops_platform import tasks
+
+    old = {"dag_run": SimpleNamespace(conf={"path": "/opt/mlops/var/data/snapshots/0123456789abcdef-s42-h20"})}
+    with pytest.raises(AirflowFailException, match=r'named by their digest; trigger with conf \{"hash"'):
+        tasks.upstream(old, ("hash",))
+    with pytest.raises(AirflowFailException, match="no snapshot 0000000000000000-s1-h20 in MongoDB.*ingest_data"):
+        tasks.snapshot_path(Settings(), mongo_client["dags_test"], {"hash": "0000000000000000-s1-h20"})
+    with pytest.raises(AirflowFailException, match="is not a snapshot digest"):
+        tasks.snapshot_path(Settings(), mongo_client["dags_test"], {"hash": "../../etc"})

@@ -44,7 +44,7 @@ def penguins_app(dagbag, penguins_env, servers, tmp_path_factory):
     assert run.state == "success"
     champion = Registry(registry_config_for(servers, MODEL)).by_alias(CHAMPION)
     assert champion is not None and champion.tags["validation_outcome"] == "promoted"
-    with batch_app(servers, tmp_path_factory.mktemp("app"), MODEL, DB, penguins_env / "batches") as application:
+    with batch_app(servers, tmp_path_factory.mktemp("app"), MODEL, DB) as application:
         yield application
 
 

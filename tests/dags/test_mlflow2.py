@@ -51,7 +51,6 @@ def env2(mlflow2, servers, monkeypatch, tmp_path) -> dict[str, str]:
         "EXPERIMENT_NAME": MODEL,
         "DATA_DIR": str(tmp_path / "data"),
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "BATCHES_DIR": str(tmp_path / "batches"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -202,7 +201,7 @@ def test_registry_on_another_server_than_tracking(servers, mlflow2, mongo_client
     assert registry.capabilities.logged_models is False, "the 2.x registry cannot register a logged model"
     params = champion["params"]
     params = params.model_copy(update={"train": params.train.model_copy(update=QUICK["train"])})
-    snapshot = Path(champion["snapshot"]["path"])
+    snapshot = champion["snapshot_path"]
     trained = lifecycle.train_and_register(params, snapshot, registry, mongo_client[DB])
     decision = lifecycle.validate_and_promote(
         params, snapshot, trained["version"], registry, mongo_client[DB], tmp_path

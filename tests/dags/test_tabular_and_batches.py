@@ -55,7 +55,6 @@ def table_env(root: Path, servers, model: str, db: str, params: str) -> dict[str
         "DATA_SOURCE_DIR": str(root),
         "MODEL_CACHE_DIR": str(root / "cache"),
         "PARAMS_PATH": params,
-        "BATCHES_DIR": str(root / "batches"),  # the app's and the workers' batch store, as one .env gives both
     }
 
 
@@ -79,9 +78,12 @@ def wine_champion(dagbag, wine_env, servers):
 
 
 @contextmanager
-def batch_app(servers, tmp: Path, model: str, db: str, batches: Path) -> Iterator[Flask]:
-    """The app serving `model`'s champion, its batch runs recorded in extensions["triggered"], not started."""
-    application = create_app(app_settings(servers, tmp, model, db, batches_dir=batches))
+def batch_app(servers, tmp: Path, model: str, db: str) -> Iterator[Flask]:
+    """The app serving `model`'s champion, its batch runs recorded in extensions["triggered"], not started.
+
+    Its directories are under `tmp`, none of them the workers': batch files go through MongoDB.
+    """
+    application = create_app(app_settings(servers, tmp, model, db))
     wait_for(lambda: application.extensions["models"].current is not None, message=f"the {model} champion to load")
     triggered: list[dict] = []
     application.extensions["batch_trigger"] = lambda conf, run_id: triggered.append(conf) or run_id
@@ -94,7 +96,7 @@ def batch_app(servers, tmp: Path, model: str, db: str, batches: Path) -> Iterato
 
 @pytest.fixture
 def wine_app(servers, wine_champion, wine_env, tmp_path):
-    with batch_app(servers, tmp_path, MODEL, DB, wine_env / "batches") as application:
+    with batch_app(servers, tmp_path, MODEL, DB) as application:
         yield application
 
 
@@ -220,9 +222,16 @@ def test_run_conf_cannot_change_the_source_or_the_gate(dagbag, wine_env):
     assert not any("do-not-echo-me" in p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file())
 
 
-def test_a_snapshot_path_outside_the_data_dir_is_refused(dagbag, wine_env):
-    run = dagbag.get_dag("train_model").test(run_conf={"path": "/etc"})
+@pytest.mark.parametrize(
+    "conf",
+    [{"path": "/etc"}, {"hash": "0123456789abcdef-s42-h20"}, {"hash": "../../etc"}, {"version": "1", "path": "/etc"}],
+)
+def test_a_run_naming_a_snapshot_path_or_an_unknown_digest_fails_at_once(dagbag, wine_env, conf):
+    dag_id = "validate_model" if "version" in conf else "train_model"
+    run = dagbag.get_dag(dag_id).test(run_conf=conf)
     assert run.state == "failed"
+    (ti,) = run.get_task_instances()
+    assert ti.try_number == 1, "retrying cannot find a snapshot that is not there"
 
 
 def test_malformed_training_data_fails_ingest_without_retrying(dagbag, wine_env, monkeypatch):

@@ -73,7 +73,6 @@ def app_env(root: Path, mongo_url: str, mlflow_url: str, model: str, **extra: st
         "MODEL_NAME": model,
         "MODEL_CACHE_DIR": str(root / "cache"),
         "OUTBOX_DIR": str(root / "outbox"),
-        "BATCHES_DIR": str(root / "batches"),
         "MODEL_POLL_SECONDS": "1",
         **extra,
     }

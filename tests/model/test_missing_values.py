@@ -37,9 +37,9 @@ def sources(tmp_path):
     return tmp_path
 
 
-def ingest(sources, **tabular_params):
+def ingest(sources, db, **tabular_params):
     params = Params(task="tabular", tabular=TabularParams(**tabular_params))
-    snapshot = lifecycle.ingest(params, sources / "data", None, SourcePolicy(sources))
+    snapshot = lifecycle.ingest(params, sources / "data", db, SourcePolicy(sources))
     return read_snapshot(sources / "data" / "snapshots" / snapshot["hash"])
 
 
@@ -48,8 +48,8 @@ def fit(snap, schema):
     return train(pipeline, snap.train.X, snap.train.y)
 
 
-def test_na_markers_are_missing_values_imputed_inside_the_pipeline(sources):
-    snap = ingest(sources, source="penguins.csv", target="species")
+def test_na_markers_are_missing_values_imputed_inside_the_pipeline(sources, db):
+    snap = ingest(sources, db, source="penguins.csv", target="species")
     schema = tabular.Schema.from_dict(snap.schema)
     shares = {c.name: c.missing_share for c in schema.columns}
     assert shares["sex"] == pytest.approx(11 / 344, abs=1e-4) and shares["bill_length_mm"] > 0
@@ -61,9 +61,9 @@ def test_na_markers_are_missing_values_imputed_inside_the_pipeline(sources):
     assert fitted.predict_proba(row).sum() == pytest.approx(1.0), "an all-missing row is imputed, not refused"
 
 
-def test_the_imputing_pipeline_compiles_and_agrees_on_missing_cells(sources):
+def test_the_imputing_pipeline_compiles_and_agrees_on_missing_cells(sources, db):
     """Issue #20 part 3: a forest behind the imputers, served by onnxruntime, gives scikit-learn's numbers."""
-    snap = ingest(sources, source="penguins.csv", target="species")
+    snap = ingest(sources, db, source="penguins.csv", target="species")
     schema = tabular.Schema.from_dict(snap.schema)
     fitted = fit(snap, schema)
     compiled = serving.session(serving.compile_pipeline(fitted, schema.categorical))
@@ -73,8 +73,8 @@ def test_the_imputing_pipeline_compiles_and_agrees_on_missing_cells(sources):
     assert serving.check(compiled, fitted, snap.holdout.X) <= serving.TOLERANCE
 
 
-def test_empty_cells_and_a_row_number_column_need_no_hand_cleaning(sources):
-    snap = ingest(sources, source="cars.csv", target="Origin", drop=["Name"])
+def test_empty_cells_and_a_row_number_column_need_no_hand_cleaning(sources, db):
+    snap = ingest(sources, db, source="cars.csv", target="Origin", drop=["Name"])
     schema = tabular.Schema.from_dict(snap.schema)
     assert snap.manifest["validation"]["dropped_row_number_columns"] == ["Unnamed: 0"]
     assert schema.names == [c for c in json.loads(CARS.read_text())[0] if c not in ("Name", "Origin")]
@@ -84,28 +84,28 @@ def test_empty_cells_and_a_row_number_column_need_no_hand_cleaning(sources):
     assert accuracy > baseline + 0.1, (accuracy, baseline)
 
 
-def test_rows_whose_target_is_missing_are_dropped_and_counted(sources):
-    snap = ingest(sources, source="penguins.csv", target="sex")
+def test_rows_whose_target_is_missing_are_dropped_and_counted(sources, db):
+    snap = ingest(sources, db, source="penguins.csv", target="sex")
     assert snap.manifest["validation"]["dropped_missing_target"] == 11
     assert len(snap.train) + len(snap.holdout) == 344 - 11
     assert sorted(tabular.Schema.from_dict(snap.schema).classes) == ["female", "male"]
 
 
-def test_strict_mode_refuses_missing_values_as_before(sources):
+def test_strict_mode_refuses_missing_values_as_before(sources, db):
     with pytest.raises(DataValidationError, match=r"row 4 \(file line 5\), column 'bill_length_mm': value is missing"):
-        ingest(sources, source="penguins.csv", target="species", missing="refuse")
+        ingest(sources, db, source="penguins.csv", target="species", missing="refuse")
 
 
-def test_a_column_missing_too_often_is_refused_with_advice(sources):
+def test_a_column_missing_too_often_is_refused_with_advice(sources, db):
     frame = pd.read_csv(sources / "penguins.csv").assign(notes=[None] * 300 + ["x"] * 44)
     frame.to_csv(sources / "sparse.csv", index=False)
     with pytest.raises(DataValidationError, match=r"'notes' is missing in 87% of the rows.*tabular.drop"):
-        ingest(sources, source="sparse.csv", target="species")
-    assert ingest(sources, source="sparse.csv", target="species", max_missing_share=0.9).schema is not None
+        ingest(sources, db, source="sparse.csv", target="species")
+    assert ingest(sources, db, source="sparse.csv", target="species", max_missing_share=0.9).schema is not None
 
 
-def test_served_rows_may_be_null_only_where_training_data_was_missing(sources):
-    snap = ingest(sources, source="penguins.csv", target="species")
+def test_served_rows_may_be_null_only_where_training_data_was_missing(sources, db):
+    snap = ingest(sources, db, source="penguins.csv", target="species")
     schema = tabular.Schema.from_dict(snap.schema)
     frame = pd.read_csv(sources / "penguins.csv", dtype=str, keep_default_na=False)
     batch = TABLE.read_batch(frame.to_csv(index=False).encode(), "csv", schema, Limits())  # the training file itself
@@ -115,15 +115,15 @@ def test_served_rows_may_be_null_only_where_training_data_was_missing(sources):
         TABLE.read_batch(frame.to_csv(index=False).encode(), "csv", schema, Limits())
 
 
-def test_a_batch_keeps_the_row_id_of_the_file(sources):
-    snap = ingest(sources, source="cars.csv", target="Origin", drop=["Name"])
+def test_a_batch_keeps_the_row_id_of_the_file(sources, db):
+    snap = ingest(sources, db, source="cars.csv", target="Origin", drop=["Name"])
     schema = tabular.Schema.from_dict(snap.schema)
     batch = TABLE.read_batch((sources / "cars.csv").read_bytes(), "csv", schema, Limits())
     assert batch.keys[:2] == ["chevrolet chevelle malibu", "buick skylark 320"], "the id column names the rows"
 
 
-def test_drift_watches_the_missing_share(sources):
-    snap = ingest(sources, source="penguins.csv", target="species")
+def test_drift_watches_the_missing_share(sources, db):
+    snap = ingest(sources, db, source="penguins.csv", target="species")
     rows = snap.holdout.X.to_dict(orient="records")
     rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()} for row in rows]
     names = [c["name"] for c in snap.profile["columns"]]

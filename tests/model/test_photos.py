@@ -84,12 +84,12 @@ def test_a_folder_of_named_classes_is_photos_and_a_folder_of_digits_is_digits(ph
     assert kinds.configured(params(), SourcePolicy(tmp_path)).name == "image", "digit folders keep the fast path"
 
 
-def test_an_unreadable_photo_is_named(photos, tmp_path):
+def test_an_unreadable_photo_is_named(photos, tmp_path, db):
     (tmp_path / "pets" / "cat").mkdir(parents=True)
     (tmp_path / "pets" / "dog").mkdir()
     (tmp_path / "pets" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(DataValidationError, match=r"broken\.jpg: the data is not an image"):
-        lifecycle.ingest(params(), tmp_path / "data", None, SourcePolicy(tmp_path))
+        lifecycle.ingest(params(), tmp_path / "data", db, SourcePolicy(tmp_path))
 
 
 def test_a_phone_photo_is_decoded_small_and_its_size_kept():
@@ -118,7 +118,7 @@ def test_photos_through_the_registry_the_app_and_a_batch(photos, cifar, servers,
     assert (model_dir / photo.BACKBONE_FILE).stat().st_size > 10_000_000, "the backbone is logged with the model"
 
     held_back = [(label, jpeg(images[TRAIN + i])) for label, images in cifar.items() for i in range(HELD_BACK)]
-    with batch_app(servers, photos / "app", name, db_name, photos / "batches") as app:
+    with batch_app(servers, photos / "app", name, db_name) as app:
         client = app.test_client()
         info = client.get("/model-info").get_json()
         assert info["task"] == "photo" and info["serving"]["engine"] == "onnxruntime", info["serving"]
@@ -148,7 +148,7 @@ def test_photos_through_the_registry_the_app_and_a_batch(photos, cifar, servers,
         created = client.post("/batches", data=upload)
         assert created.status_code == 202, created.get_json()
         settings = Settings(mongo_uri=servers.mongo.url, mongo_db=db_name, model_name=name,
-                            mlflow_tracking_uri=servers.mlflow.url, batches_dir=photos / "batches",
+                            mlflow_tracking_uri=servers.mlflow.url,
                             model_cache_dir=photos / "batch-cache")  # fmt: skip
         summary = batches.score(created.get_json()["id"], "test", settings)
         assert summary["status"] == "succeeded" and summary["rows"] == len(held_back)

@@ -148,7 +148,7 @@ def test_gate_rejects_a_challenger_whose_files_changed_after_training(servers, c
             "train": params.train.model_copy(update={"hyperparameters": {"hidden_layer_sizes": [32], "max_iter": 50}})
         }
     )
-    snapshot = Path(champion["snapshot"]["path"])
+    snapshot = champion["snapshot_path"]
     trained = lifecycle.train_and_register(params, snapshot, registry, db)
     registered = db.model_events.find_one({"kind": "registered", "version": trained["version"]})
     assert registered["digest"] == registry.version(trained["version"]).tags[provenance.DIGEST_TAG]

@@ -132,15 +132,14 @@ def test_rollback_moves_champion_back_and_is_recorded(servers, db, tmp_path, cha
     # a small network trains in seconds and still clears the gate: rollback is under test, not the model
     quick = TrainParams(estimator="mlp", hyperparameters={"hidden_layer_sizes": [32], "max_iter": 60})
     params = champion["params"].model_copy(update={"train": quick})
-    path = champion["snapshot"]["path"]
-    from pathlib import Path
+    path = champion["snapshot_path"]
 
     with pytest.raises(NothingToRollBack):
         lifecycle.rollback(registry, db)
-    first = lifecycle.train_and_register(params, Path(path), registry, db)
-    lifecycle.validate_and_promote(params, Path(path), first["version"], registry, db, tmp_path)
-    second = lifecycle.train_and_register(params, Path(path), registry, db)
-    decision = lifecycle.validate_and_promote(params, Path(path), second["version"], registry, db, tmp_path)
+    first = lifecycle.train_and_register(params, path, registry, db)
+    lifecycle.validate_and_promote(params, path, first["version"], registry, db, tmp_path)
+    second = lifecycle.train_and_register(params, path, registry, db)
+    decision = lifecycle.validate_and_promote(params, path, second["version"], registry, db, tmp_path)
     assert decision["outcome"] == "promoted", "same data, same seed: equal accuracy is within the tolerance"
     assert registry.by_alias(PREVIOUS).version == first["version"]
 

@@ -43,9 +43,9 @@ def sources(tmp_path):
     return tmp_path
 
 
-def snapshot(sources, **tabular_params):
+def snapshot(sources, db, **tabular_params):
     params = Params(task="tabular", tabular=TabularParams(**tabular_params))
-    made = lifecycle.ingest(params, sources / "data", None, SourcePolicy(sources))
+    made = lifecycle.ingest(params, sources / "data", db, SourcePolicy(sources))
     return read_snapshot(sources / "data" / "snapshots" / made["hash"])
 
 
@@ -62,8 +62,8 @@ def test_auto_tells_a_number_from_a_class():
     assert regression.infer_type(penguins["body_mass_g"], "classification")[0] == "classification"
 
 
-def test_a_numeric_table_is_snapshotted_as_regression_with_unlabelled_rows_dropped(sources):
-    snap = snapshot(sources, source="diabetes.csv", target="progression", drop=["patient"], task_type="auto")
+def test_a_numeric_table_is_snapshotted_as_regression_with_unlabelled_rows_dropped(sources, db):
+    snap = snapshot(sources, db, source="diabetes.csv", target="progression", drop=["patient"], task_type="auto")
     schema = tabular.Schema.from_dict(snap.schema)
     assert schema.regression and schema.classes == [] and len(schema.columns) == 10
     assert snap.manifest["validation"]["dropped_missing_target"] == 3
@@ -72,18 +72,18 @@ def test_a_numeric_table_is_snapshotted_as_regression_with_unlabelled_rows_dropp
     assert snap.train.y.dtype == np.float64 and snap.profile["target"]["counts"]
 
 
-def test_a_regression_target_that_is_not_a_number_names_the_rows(sources):
+def test_a_regression_target_that_is_not_a_number_names_the_rows(sources, db):
     frame = pd.read_csv(sources / "diabetes.csv")
     frame["progression"] = frame["progression"].astype(object)
     frame.loc[[7, 9], "progression"] = "high"
     frame.to_csv(sources / "bad.csv", index=False)
     with pytest.raises(DataValidationError, match=r"row 8 \(file line 9\), column 'progression': value 'high' is not"):
-        snapshot(sources, source="bad.csv", target="progression", drop=["patient"], task_type="regression")
+        snapshot(sources, db, source="bad.csv", target="progression", drop=["patient"], task_type="regression")
 
 
 @pytest.mark.parametrize("estimator", ["random_forest", "hist_gradient_boosting", "ridge", "knn", "mlp"])
-def test_every_regressor_trains_beats_the_mean_and_compiles(sources, estimator):
-    snap = snapshot(sources, source="diabetes.csv", target="progression", drop=["patient"], task_type="regression")
+def test_every_regressor_trains_beats_the_mean_and_compiles(sources, estimator, db):
+    snap = snapshot(sources, db, source="diabetes.csv", target="progression", drop=["patient"], task_type="regression")
     schema = tabular.Schema.from_dict(snap.schema)
     hyper = {"random_forest": {"n_estimators": 20}, "hist_gradient_boosting": {"max_iter": 30},
              "mlp": {"hidden_layer_sizes": [16], "learning_rate_init": 0.03}}.get(estimator, {})  # fmt: skip
@@ -104,8 +104,8 @@ def test_every_regressor_trains_beats_the_mean_and_compiles(sources, estimator):
     assert inside.mean() >= 0.9, "split conformal covers at least its share of the rows it was made on"
 
 
-def test_drift_watches_the_predicted_values_and_feedback_the_live_error(sources):
-    snap = snapshot(sources, source="diabetes.csv", target="progression", drop=["patient"], task_type="regression")
+def test_drift_watches_the_predicted_values_and_feedback_the_live_error(sources, db):
+    snap = snapshot(sources, db, source="diabetes.csv", target="progression", drop=["patient"], task_type="regression")
     rows = snap.holdout.X.to_dict(orient="records")
     params = MonitoringParams(min_predictions_for_drift=20, max_feedback_mae=40.0)
     features = TABLE.drift(snap.profile, [{"features": r} for r in rows])
@@ -124,8 +124,8 @@ def test_drift_watches_the_predicted_values_and_feedback_the_live_error(sources)
     assert "feedback MAE 55 over monitoring.max_feedback_mae=40" in statistics_check(stats, params)["message"]
 
 
-def test_a_log_target_is_fitted_in_logs_and_answered_in_units(sources):
-    snap = snapshot(sources, source="diabetes.csv", target="progression", drop=["patient"], task_type="regression")
+def test_a_log_target_is_fitted_in_logs_and_answered_in_units(sources, db):
+    snap = snapshot(sources, db, source="diabetes.csv", target="progression", drop=["patient"], task_type="regression")
     schema = tabular.Schema.from_dict(snap.schema)
     pipeline = build_pipeline(TrainParams(estimator="ridge"), 0, "regression", log_target=True)
     fitted = train(tabular.with_preprocessor(pipeline, schema), snap.train.X, snap.train.y)
@@ -178,7 +178,7 @@ def test_regression_through_the_registry_and_the_gate(sources, servers, mongo_cl
 
     # served: a value and its interval per row, logged, taught its true value, counted in /statistics
     row = pd.read_csv(sources / "diabetes.csv").drop(columns=["patient", "progression"]).iloc[0].to_dict()
-    with batch_app(servers, sources / "app", "diabetes-regression", "regression_test", sources / "batches") as app:
+    with batch_app(servers, sources / "app", "diabetes-regression", "regression_test") as app:
         client = app.test_client()
         info = client.get("/model-info").get_json()
         assert info["task_type"] == "regression" and info["serving"]["engine"] == "onnxruntime", info
@@ -208,7 +208,7 @@ def test_regression_through_the_registry_and_the_gate(sources, servers, mongo_cl
         upload = {"file": (io.BytesIO((sources / "diabetes.csv").read_bytes()), "diabetes.csv")}
         batch_id = client.post("/batches", data=upload).get_json()["id"]
         settings = Settings(mongo_uri=servers.mongo.url, mongo_db="regression_test", model_name="diabetes-regression",
-                            mlflow_tracking_uri=servers.mlflow.url, batches_dir=sources / "batches",
+                            mlflow_tracking_uri=servers.mlflow.url,
                             model_cache_dir=sources / "batch-cache")  # fmt: skip
         summary = batches.score(batch_id, "test", settings)
         assert summary["status"] == "succeeded" and summary["rows"] == 442 and summary["values"]["max"] < 400
