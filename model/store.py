@@ -30,6 +30,25 @@ def record_event(db: Database, kind: str, **fields: Any) -> dict[str, Any]:
     return event
 
 
+def pinned_schema(db: Database, key: str) -> dict[str, Any] | None:
+    """The table schema pinned for `key` (a source and its target), if one was: every host reads the same."""
+    doc = db[MODEL_EVENTS].find_one({"_id": f"schema-pin:{key}"})
+    return None if doc is None else dict(doc["schema"])
+
+
+def pin_schema(db: Database, key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """Pin `schema` for `key` unless one already is (concurrent ingests: the first wins); the pinned one."""
+    from pymongo.errors import DuplicateKeyError
+
+    try:
+        db[MODEL_EVENTS].insert_one(
+            {"_id": f"schema-pin:{key}", "kind": "schema_pinned", "created_at": datetime.now(UTC), "schema": schema}
+        )
+    except DuplicateKeyError:
+        pass
+    return pinned_schema(db, key) or schema
+
+
 def load_feedback(db: Database, labels: list[int], n_features: int = N_FEATURES) -> Dataset:
     """Feedback labels joined to the features of the predictions they correct."""
     feedback = list(db[FEEDBACK].find({}, {"prediction_id": 1, "label": 1, "features": 1}))

@@ -359,13 +359,19 @@ def enforce_features(
                     column.name,
                     int(frame.index[bad[0]]),
                     f"is {_shown(text.iloc[bad[0]])}, not one of the allowed categories {sorted(allowed)} "
-                    "(add it under tabular.categories in params.yaml, or delete the pinned schema to re-infer it)",
+                    "(add it under tabular.categories in params.yaml, or remove the pinned schema to re-infer it: "
+                    + UNPIN
+                    + ")",
                     bad.size,
                 )
             categories = text.to_numpy(dtype=object)
             categories[absent] = np.nan
             out[column.name] = categories
     return pd.DataFrame(out, columns=schema.names)
+
+
+# how a user drops a pin (model/store.py keeps it in model_events, one document per source and target)
+UNPIN = "delete the model_events document whose _id is 'schema-pin:<source>--<target>'"
 
 
 def check_compatible(pinned: Schema, inferred: Schema) -> None:
@@ -386,7 +392,7 @@ def check_compatible(pinned: Schema, inferred: Schema) -> None:
         raise DataValidationError(
             "the data no longer matches its pinned schema: "
             + "; ".join(problems)
-            + " (delete the pinned schema file to accept the new shape)"  # fmt: skip
+            + f" (to accept the new shape, remove the pinned schema: {UNPIN})"  # fmt: skip
         )
 
 

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
-from model import regression, tabular
+from model import regression, store, tabular
 from model.data import Dataset
 from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded, low_confidence
 from model.monitoring import psi
@@ -60,12 +60,16 @@ class Table:
         )
         log.info("prediction type: %s (%s)", task_type, why)
         inferred = tabular.infer_schema(frame, t, task_type)
-        pin = data_dir / "schemas" / f"{_slug(source)}--{_slug(t.target)}.json"
+        # the first schema inferred for this source and target is pinned in MongoDB (model_events), so
+        # every later ingest is held to it, on whichever host it runs
+        pin = f"{_slug(source)}--{_slug(t.target)}"
+        pinning = t.pin_schema and db is not None
+        pinned = store.pinned_schema(db, pin) if pinning and db is not None else None
         schema = inferred
-        if t.pin_schema and pin.exists():
-            schema = Schema.from_dict(json.loads(pin.read_text()))
+        if pinned is not None:
+            schema = Schema.from_dict(pinned)
             tabular.check_compatible(schema, inferred)
-            log.info("enforcing the schema pinned at %s", pin)
+            log.info("enforcing the schema pinned as %s", pin)
         frame, unlabelled = tabular.drop_unlabelled(frame, schema)
         if unlabelled:
             log.info("dropped %d rows whose target '%s' is missing", unlabelled, schema.target)
@@ -75,15 +79,15 @@ class Table:
         report["dropped_row_number_columns"] = numbering
         report["missing_cells"] = {c: int(n) for c, n in X.isna().sum().items() if n}
         report["task_type"] = {"type": schema.task_type, "why": why}
-        if t.pin_schema and not pin.exists():
-            pin.parent.mkdir(parents=True, exist_ok=True)
-            pin.write_text(json.dumps(schema.to_dict(), indent=2))
-            log.info("pinned the inferred schema at %s", pin)
+        if pinning and pinned is None and db is not None:
+            first = Schema.from_dict(store.pin_schema(db, pin, schema.to_dict()))
+            tabular.check_compatible(first, inferred)  # a concurrent ingest pinned another one first
+            log.info("pinned the inferred schema as %s", pin)
         manifest = {
             "source": source,
             "feedback_rows": 0,
             "validation": report,
-            "schema_path": str(pin) if t.pin_schema else None,
+            "schema_pin": pin if pinning else None,
         }
         return Loaded(
             dataset=Dataset(X=X, y=y),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,22 +114,25 @@ def test_pipeline_one_hot_encodes_and_ignores_unknown_categories(wine, schema):
     assert checks == {"predicts_example": True, "handles_unknown_categories": True}
 
 
-def test_ingest_pins_the_schema_and_enforces_it_next_time(tmp_path, wine):
+def test_ingest_pins_the_schema_and_enforces_it_next_time(tmp_path, wine, db):
     source = tmp_path / "wine.csv"
     source.write_bytes(csv(wine))
     params = Params(task="tabular", tabular=TabularParams(source=str(source)))
     sources = SourcePolicy(tmp_path)
-    first = lifecycle.ingest(params, tmp_path / "data", None, sources)
+    first = lifecycle.ingest(params, tmp_path / "data", db, sources)
     snapshot = read_snapshot(tmp_path / "data" / "snapshots" / first["hash"])
     assert snapshot.schema is not None and snapshot.labels == ["barbera", "barolo", "grignolino"]
     assert isinstance(snapshot.train.X, pd.DataFrame) and len(snapshot.train) + len(snapshot.holdout) == 178
-    again = lifecycle.ingest(params, tmp_path / "data", None, sources)
+    again = lifecycle.ingest(params, tmp_path / "data", db, sources)
     assert again["hash"] == first["hash"], "same content, same hash"
     source.write_bytes(csv(wine.assign(region=wine["region"].replace("east", "west"))))
     with pytest.raises(DataValidationError, match="'west', not one of the allowed categories"):
-        lifecycle.ingest(params, tmp_path / "data", None, sources)
-    pinned = json.loads(next((tmp_path / "data" / "schemas").glob("*.json")).read_text())
-    assert pinned["target"] == "cultivar"
+        lifecycle.ingest(params, tmp_path / "data", db, sources)
+    pinned = db.model_events.find_one({"kind": "schema_pinned"})
+    assert pinned["schema"]["target"] == "cultivar" and first["hash"]
+    # another host (its own, empty data directory) is held to the same pin
+    with pytest.raises(DataValidationError, match="'west', not one of the allowed categories"):
+        lifecycle.ingest(params, tmp_path / "another-host", db, sources)
 
 
 def test_drift_per_column_includes_category_shares(wine, schema):
