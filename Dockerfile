@@ -18,7 +18,6 @@ RUN install -d -o airflow -g root -m 0775 /opt/mlops /opt/mlflow \
     && install -d -o airflow -g root -m 0775 \
         /opt/airflow/auth \
         /opt/mlops/var \
-        /opt/mlops/batches \
         /opt/mlflow/artifacts \
         /opt/mlflow/auth
 
