@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,24 +86,28 @@ def _session(method: Callable[..., _T]) -> Callable[..., _T]:
 
     @functools.wraps(method)
     def wrapper(self: Registry, *args: Any, **kwargs: Any) -> _T:
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+        from mlflow.tracking._tracking_service import utils as tracking
 
         config = self.config
         wanted = {
-            "MLFLOW_TRACKING_URI": config.tracking_uri,  # for subprocesses MLflow starts, as its setter does
             "MLFLOW_TRACKING_USERNAME": config.username or None,
             "MLFLOW_TRACKING_PASSWORD": config.password or None,
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(config.http_retries),
             "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(config.http_timeout)),
         }
         with _MLFLOW:
-            saved = {key: os.environ.get(key) for key in wanted}
+            saved = _current(wanted)
+            # the fluent API's URI is set in MLflow's module, not through set_tracking_uri, which also
+            # writes MLFLOW_TRACKING_URI and deletes it on the way back: another thread that had just set
+            # it (or was reading os.environ) lost its value
+            uri = tracking._tracking_uri
             try:
                 _set_environment(wanted)
-                with _use_tracking_uri(config.tracking_uri):  # and back (unsetting our variable: restored below)
-                    return method(self, *args, **kwargs)
+                tracking._tracking_uri = config.tracking_uri  # type: ignore[assignment]
+                return method(self, *args, **kwargs)
             finally:
-                _set_environment(saved)
+                tracking._tracking_uri = uri
+                _restore_environment(saved, wanted)
 
     return wrapper
 
@@ -114,6 +118,16 @@ def _set_environment(values: dict[str, str | None]) -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def _current(keys: Iterable[str]) -> dict[str, str | None]:
+    return {key: os.environ.get(key) for key in keys}
+
+
+def _restore_environment(saved: dict[str, str | None], ours: dict[str, str | None]) -> None:
+    """Put back what `saved` held, except where another thread has set a variable since we did."""
+    now = _current(saved)
+    _set_environment({key: value for key, value in saved.items() if now[key] == ours[key]})
 
 
 class Registry:
@@ -183,7 +197,10 @@ class Registry:
     def _get(self, base: str, path: str, **params: Any) -> requests.Response:
         auth = (self.config.username, self.config.password or "") if self.config.username else None
         try:
-            return requests.get(f"{base}{path}", params=params, auth=auth, timeout=self.config.http_timeout)
+            # requests reads the proxies by iterating os.environ, which another thread's `_session` (or
+            # MLflow's set_tracking_uri) may be changing: a key deleted mid-iteration is a KeyError
+            with _MLFLOW:
+                return requests.get(f"{base}{path}", params=params, auth=auth, timeout=self.config.http_timeout)
         except requests.RequestException as exc:
             raise RegistryError(f"MLflow at {base} is unreachable: {exc}") from exc
 

@@ -148,3 +148,39 @@ def test_rollback_moves_champion_back_and_is_recorded(servers, db, tmp_path, cha
     assert registry.by_alias(CHAMPION).version == first["version"]
     assert registry.by_alias(PREVIOUS).version == second["version"]
     assert db.model_events.find_one({"kind": "rollback"})["version"] == first["version"]
+
+
+def test_probing_while_another_thread_uses_a_registry_never_trips_on_the_environment(servers, monkeypatch):
+    """The app's poller changes MLflow's environment variables around each call while other threads
+    probe (and requests iterates os.environ for proxies): a key removed mid-iteration was a KeyError."""
+    import os
+    import sys
+    import threading
+    import time
+
+    from model import registry as registry_module
+
+    config = registry_config_for(servers, "env-race")
+    other = Registry(RegistryConfig(tracking_uri="http://127.0.0.1:9", model_name="elsewhere", experiment_name="x"))
+    touch = registry_module._session(lambda self: None)
+    stop = threading.Event()
+
+    def poller() -> None:
+        while not stop.is_set():
+            touch(other)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often, as on a busy server: the race shows in a second
+    thread = threading.Thread(target=poller, daemon=True)
+    thread.start()
+    try:
+        for _ in range(40):
+            connect(config)
+        # a variable this thread sets meanwhile stays set (MLflow's set_tracking_uri deleted it on the way back)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:7")
+        time.sleep(0.2)
+        assert os.environ.get("MLFLOW_TRACKING_URI") == "http://127.0.0.1:7"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        sys.setswitchinterval(interval)
