@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)
 # compiling all 17,000 files at install instead took 2-3 minutes here.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: data up down status logs test test-faults test-bench lint lock install browser bench-deps mlflow2 rollback bench bench-pipeline compose-smoke clean
+.PHONY: data up down status logs test test-faults test-bench lint lock install browser bench-deps mlflow2 rollback bench bench-pipeline compose-smoke cluster-deps cluster-up cluster-down cluster-status test-cluster clean
 
 up: install .env data
 	@echo "Starting the stack (data under var/, logs under var/log/) ..."
@@ -85,6 +85,29 @@ test-bench: install bench-deps data
 test-faults: install
 	@$(PY) -m pytest -m faults -s -p no:warnings tests/faults
 
+# The scale-out configuration on native processes (ops/cluster.py): Airflow on Celery with two workers
+# that share no disk, PostgreSQL, Redis, MLflow, two app instances behind nginx. cluster-up keeps its state
+# in var/cluster on ports from CLUSTER_* (defaults clear of `make up`); test-cluster starts a throw-away
+# one on free ports, drives it end to end, prints its figures and tears it down (~11 minutes here).
+test-cluster: install cluster-deps
+	@OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -m cluster -s -p no:warnings tests/cluster
+
+cluster-up: install cluster-deps
+	@$(PY) -m ops.cluster up
+
+cluster-down:
+	@test -x $(PY) && $(PY) -m ops.cluster down || echo "nothing to stop (no .venv)"
+
+cluster-status: install
+	@$(PY) -m ops.cluster status
+
+# Debian's PostgreSQL 15, Redis and nginx for the cluster (each runs as our own process, not a system service).
+cluster-deps:
+	@{ test -x /usr/lib/postgresql/15/bin/postgres && command -v redis-server >/dev/null && command -v nginx >/dev/null; } || \
+		{ command -v apt-get >/dev/null && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server nginx >/dev/null; } || \
+		{ echo "error: could not install postgresql-15, redis-server and nginx" >&2; exit 1; }
+
 # wrk drives the servers in the benchmark.
 bench-deps:
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && \
@@ -118,5 +141,5 @@ lock:
 compose-smoke:
 	@$(PYTHON) -m ops.compose_smoke
 
-clean: down
+clean: down cluster-down
 	rm -rf var

@@ -7,6 +7,7 @@ import configparser
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -135,12 +136,99 @@ def stop_group(pid: int, timeout: float = 20.0) -> None:
     _reap(pid)
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid` (children, their children ...) with its start time, read from /proc.
+
+    Airflow runs each task in a process group of its own, so signalling a Celery worker's group does
+    not reach its tasks: whoever stops a whole "host" must stop these too.
+    """
+    children: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        starts[child] = fields[19]
+    found: dict[int, str] = {}
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found[child] = starts[child]
+        todo.extend(children.get(child, []))
+    return found
+
+
+def kill_tree(pid: int, tree: dict[int, str] | None = None) -> None:
+    """SIGKILL `pid`'s process group and every process of `tree` (default: its descendants now) that is
+    still the process it was (same start time), as a host that loses power would."""
+    tree = descendants(pid) if tree is None else tree
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for child, start in tree.items():
+        identity = process_identity(child)
+        if identity is not None and identity["start"] == start:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _reap(pid)
+
+
 def _reap(pid: int) -> None:
     """Collect our own exited child, or the group check would see its zombie forever."""
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+# -- PID files: `down` signals only a process `up` started ---------------------------------------
+
+
+def process_identity(pid: int) -> dict[str, str] | None:
+    """What tells a process from a later one with the same pid: the boot and its start time (clock
+    ticks since boot), from /proc; its command line too (gunicorn rewrites its own, so it is not compared)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    return {"boot": boot, "start": stat.rsplit(")", 1)[1].split()[19], "cmdline": cmdline}
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    path.write_text(json.dumps({"pid": pid, **(process_identity(pid) or {})}))
+
+
+def read_pid_file(path: Path) -> int | None:
+    """The pid a PID file names, if that very process still runs: same start time and command line.
+
+    A stale file's pid may belong to another process by now; `down` must never signal that one.
+    """
+    if not path.exists():
+        return None
+    try:
+        recorded = json.loads(path.read_text())
+        pid = int(recorded["pid"]) if isinstance(recorded, dict) else int(recorded)
+        os.kill(pid, 0)
+    except (ValueError, KeyError, TypeError, ProcessLookupError, PermissionError):
+        path.unlink(missing_ok=True)
+        return None
+    identity = process_identity(pid) or {}
+    if isinstance(recorded, dict):  # (boot, start time) names one process; a reused pid has another start
+        same = (identity.get("boot"), identity.get("start")) == (recorded.get("boot"), recorded.get("start"))
+    else:  # a file from before identities were recorded: ours only if it runs from our venv
+        same = str(BIN) in identity.get("cmdline", "")
+    if not same:
+        path.unlink(missing_ok=True)
+        return None
+    return pid
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -203,13 +291,18 @@ def mlflow(
     env: dict[str, str] | None = None,
     bin_dir: Path = BIN,
     host: str = "127.0.0.1",
+    backend_store_uri: str | None = None,
 ) -> Service:
-    """An MLflow server; `bin_dir` names another venv's (the MLflow 2.7.1 test server's, say)."""
+    """An MLflow server; `bin_dir` names another venv's (the MLflow 2.7.1 test server's, say).
+
+    Artifacts are served by the server itself (clients upload and download through it, so no two
+    hosts share an artifact directory); the backend store is SQLite in `home` unless named.
+    """
     home.mkdir(parents=True, exist_ok=True)
     command = [
         str(bin_dir / "mlflow"), "server",
         "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        "--backend-store-uri", backend_store_uri or f"sqlite:///{home / 'mlflow.db'}",
         "--artifacts-destination", str(home / "artifacts"),
         "--host", host,
         "--port", str(port),
@@ -309,3 +402,129 @@ def app(port: int, log: Path, env: dict[str, str] | None = None, workers: int = 
         env=env or {},
         start_timeout=120,  # imports alone took 60 s on a loaded 2-core machine
     )  # fmt: skip
+
+
+# -- the scale-out cluster's services (ops/cluster.py): Debian's PostgreSQL, Redis and nginx, Airflow apart
+
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+PG_USER = "postgres"  # initdb and postgres refuse to run as root: as root, they run as this user
+
+
+def as_pg_user(command: list[str]) -> list[str]:
+    """`command` as the postgres user when we are root (setpriv execs it: no extra process in between)."""
+    if os.geteuid() != 0:
+        return command
+    return ["setpriv", "--reuid", PG_USER, "--regid", PG_USER, "--init-groups", "--", *command]
+
+
+def postgres(port: int, data: Path, log: Path, user: str, password: str) -> Service:
+    """A PostgreSQL cluster of our own in `data` on loopback TCP only (no socket in /var/run)."""
+
+    def healthy() -> bool:
+        import psycopg2
+
+        if not port_open(port):
+            return False
+        try:
+            psycopg2.connect(
+                host="127.0.0.1", port=port, user=user, password=password, dbname="postgres", connect_timeout=2
+            ).close()
+            return True
+        except psycopg2.Error:
+            return False
+
+    command = as_pg_user([
+        str(PG_BIN / "postgres"), "-D", str(data), "-p", str(port),
+        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+        "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+    ])  # fmt: skip
+    return Service(
+        name="postgres",
+        command=command,
+        url=f"postgresql://{user}@127.0.0.1:{port}",
+        log=log,
+        healthy=healthy,
+        start_timeout=60,
+    )
+
+
+def postgres_init(data: Path, user: str, password: str) -> None:
+    """initdb once into `data`: superuser `user` with `password`, SCRAM on TCP (nothing else listens)."""
+    if (data / "PG_VERSION").exists():
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)
+    pwfile = data.parent / f".{data.name}.pw"
+    write_private(pwfile, password + "\n")
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(data, PG_USER, PG_USER)
+            shutil.chown(pwfile, PG_USER, PG_USER)
+        result = subprocess.run(
+            as_pg_user([
+                str(PG_BIN / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}",
+                "--auth=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
+            ]),
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if result.returncode != 0:
+        hint = f" (as root it runs as {PG_USER}: every directory above {data} must be searchable by that user)"
+        raise ServiceError(
+            f"initdb failed in {data}{hint if os.geteuid() == 0 else ''}:\n{result.stdout[-1500:]}\n{result.stderr[-1500:]}"
+        )
+
+
+def redis(port: int, data: Path, log: Path) -> Service:
+    """Debian's redis-server on loopback, nothing persisted: the Celery broker's queue."""
+    data.mkdir(parents=True, exist_ok=True)
+
+    def healthy() -> bool:
+        if not port_open(port):
+            return False
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    return Service(
+        name="redis",
+        command=[
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
+        ],
+        url=f"redis://127.0.0.1:{port}/0",
+        log=log,
+        healthy=healthy,
+        start_timeout=20,
+    )  # fmt: skip
+
+
+def nginx(port: int, prefix: Path, conf: Path, log: Path) -> Service:
+    """Debian's nginx in the foreground with its own prefix (pid, temp files, logs) and our config."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    return Service(
+        name="nginx",
+        command=["nginx", "-p", str(prefix), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"],
+        url=f"http://127.0.0.1:{port}",
+        log=log,
+        healthy=lambda: http_ok(f"http://127.0.0.1:{port}/proxy-health"),
+        start_timeout=20,
+    )
+
+
+def airflow_component(name: str, args: list[str], log: Path, env: dict[str, str], cwd: Path, url: str = "",
+                      healthy: Callable[[], bool] | None = None) -> Service:  # fmt: skip
+    """One Airflow process (`airflow api-server`, `scheduler`, `celery worker` ...), as its own service."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    return Service(
+        name=name,
+        command=[str(BIN / "airflow"), *args],
+        url=url,
+        log=log,
+        healthy=healthy or (lambda: True),
+        env=env,
+        cwd=cwd,
+        start_timeout=240,
+    )

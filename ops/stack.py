@@ -7,13 +7,10 @@ alone, a dead one is restarted on its data), and `down` stops exactly what the P
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
@@ -85,45 +82,12 @@ def check_remote_registry(settings: Settings) -> None:
 
 
 def pid_of(name: str) -> int | None:
-    """The pid a PID file names, if that very process still runs: same start time and command line.
-
-    A stale file's pid may belong to another process by now; `make down` must never signal that one.
-    """
-    path = RUN / f"{name}.pid"
-    if not path.exists():
-        return None
-    try:
-        recorded = json.loads(path.read_text())
-        pid = int(recorded["pid"]) if isinstance(recorded, dict) else int(recorded)
-        os.kill(pid, 0)
-    except (ValueError, KeyError, TypeError, ProcessLookupError, PermissionError):
-        path.unlink(missing_ok=True)
-        return None
-    identity = process_identity(pid) or {}
-    if isinstance(recorded, dict):  # (boot, start time) names one process; a reused pid has another start
-        same = (identity.get("boot"), identity.get("start")) == (recorded.get("boot"), recorded.get("start"))
-    else:  # a file from before identities were recorded: ours only if it runs from our venv
-        same = str(services.BIN) in identity.get("cmdline", "")
-    if not same:
-        path.unlink(missing_ok=True)
-        return None
-    return pid
-
-
-def process_identity(pid: int) -> dict[str, str] | None:
-    """What tells a process from a later one with the same pid: the boot and its start time (clock
-    ticks since boot), from /proc; its command line too (gunicorn rewrites its own, so it is not compared)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-    return {"boot": boot, "start": stat.rsplit(")", 1)[1].split()[19], "cmdline": cmdline}
+    """The pid var/run/<name>.pid names, if that very process still runs (`services.read_pid_file`)."""
+    return services.read_pid_file(RUN / f"{name}.pid")
 
 
 def write_pid(name: str, pid: int) -> None:
-    (RUN / f"{name}.pid").write_text(json.dumps({"pid": pid, **(process_identity(pid) or {})}))
+    services.write_pid_file(RUN / f"{name}.pid", pid)
 
 
 def up(settings: Settings) -> None:
