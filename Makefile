@@ -92,7 +92,7 @@ test-faults: install
 test-cluster: install cluster-deps
 	@OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -m cluster -s -p no:warnings tests/cluster
 
-cluster-up: install cluster-deps
+cluster-up: install cluster-deps data
 	@$(PY) -m ops.cluster up
 
 cluster-down:

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
 
     # pipeline
     params_path: Path = ROOT / "config" / "params.yaml"
-    data_dir: Path = ROOT / "var" / "data"  # per host: cached snapshots (stored in MongoDB GridFS), pinned schemas
+    data_dir: Path = ROOT / "var" / "data"  # per host: cached snapshots (stored in MongoDB GridFS)
     # where training data may be read from: files inside this directory, URLs on these hosts
     data_source_dir: Path = ROOT / "data"
     data_source_hosts: str | None = None  # comma-separated host names, e.g. raw.githubusercontent.com

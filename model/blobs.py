@@ -157,12 +157,30 @@ def open_batch_result(db: Database, batch_id: str) -> GridOut | None:
 
 
 def stream(file: GridOut, what: str) -> Iterator[bytes]:
-    """A stored file's chunks in order; a missing chunk ends the stream with StoredFileCorrupt."""
+    """A stored file's bytes in blocks, checked against the SHA-256 recorded when it was stored.
+
+    Each block is held back until the next one is read, and the last one until the digest matched, so
+    a file whose bytes changed is cut short (the client sees fewer bytes than Content-Length) and ends
+    with StoredFileCorrupt, as does a missing chunk. The file is closed however the stream ends.
+    """
+    expected = (file.metadata or {}).get("sha256")
+    digest = hashlib.sha256()
     try:
-        while block := file.read(READ_BLOCK):
-            yield block
+        held = file.read(READ_BLOCK)
+        while held:
+            block = file.read(READ_BLOCK)
+            digest.update(held)
+            if not block and digest.hexdigest() != expected:
+                raise StoredFileCorrupt(
+                    f"{what} is corrupt in MongoDB (GridFS bucket '{BATCH_FILES}'): its bytes do not have "
+                    "the SHA-256 recorded when it was stored"
+                )
+            yield held
+            held = block
     except CorruptGridFile as exc:
         raise StoredFileCorrupt(f"{what} is corrupt in MongoDB (GridFS bucket '{BATCH_FILES}'): {exc}") from exc
+    finally:
+        file.close()
 
 
 def expire_batch_files(db: Database, retention_days: float, now: datetime | None = None) -> int:

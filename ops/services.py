@@ -78,6 +78,9 @@ def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    # MLflow's client telemetry sets and deletes a variable in os.environ from a thread of its own (a
+    # task once failed with KeyError '_MLFLOW_TELEMETRY_SESSION_ID'), and nothing of ours reports home
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     env.update(extra or {})
     return env
 
@@ -203,7 +206,11 @@ def process_identity(pid: int) -> dict[str, str] | None:
 
 
 def write_pid_file(path: Path, pid: int) -> None:
-    path.write_text(json.dumps({"pid": pid, **(process_identity(pid) or {})}))
+    """The pid and what identifies its process; readable by us alone (a command line may name secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps({"pid": pid, **(process_identity(pid) or {})}))
+    path.chmod(0o600)
 
 
 def read_pid_file(path: Path) -> int | None:
@@ -299,10 +306,12 @@ def mlflow(
     hosts share an artifact directory); the backend store is SQLite in `home` unless named.
     """
     home.mkdir(parents=True, exist_ok=True)
+    # the store's URI goes through the environment, not the command line: a PostgreSQL URI carries its
+    # password, and any local user can read a command line (ps, /proc/<pid>/cmdline)
+    store = {"MLFLOW_BACKEND_STORE_URI": backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"}
     command = [
         str(bin_dir / "mlflow"), "server",
         "--workers", "1",
-        "--backend-store-uri", backend_store_uri or f"sqlite:///{home / 'mlflow.db'}",
         "--artifacts-destination", str(home / "artifacts"),
         "--host", host,
         "--port", str(port),
@@ -319,6 +328,7 @@ def mlflow(
         env={
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "PATH": f"{bin_dir}{os.pathsep}{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **store,
             **(env or {}),
         },
         start_timeout=90,
@@ -484,9 +494,12 @@ def redis(port: int, data: Path, log: Path) -> Service:
     def healthy() -> bool:
         if not port_open(port):
             return False
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:  # refused or timed out between the port check and the PING: not up yet
+            return False
 
     return Service(
         name="redis",

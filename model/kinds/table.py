@@ -20,6 +20,7 @@ import pandas as pd
 
 from model import regression, store, tabular
 from model.data import Dataset
+from model.errors import DataValidationError
 from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded, low_confidence
 from model.monitoring import psi
 from model.tabular import Schema
@@ -65,6 +66,10 @@ class Table:
         pin = f"{_slug(source)}--{_slug(t.target)}"
         pinning = t.pin_schema and db is not None
         pinned = store.pinned_schema(db, pin) if pinning and db is not None else None
+        legacy = data_dir / "schemas" / f"{pin}.json"  # where releases before MongoDB pins kept it
+        if pinning and db is not None and pinned is None and legacy.exists():
+            pinned = store.pin_schema(db, pin, json.loads(legacy.read_text()))
+            log.info("moved the schema pinned at %s into MongoDB (model_events)", legacy)
         schema = inferred
         if pinned is not None:
             schema = Schema.from_dict(pinned)
@@ -80,8 +85,12 @@ class Table:
         report["missing_cells"] = {c: int(n) for c, n in X.isna().sum().items() if n}
         report["task_type"] = {"type": schema.task_type, "why": why}
         if pinning and pinned is None and db is not None:
-            first = Schema.from_dict(store.pin_schema(db, pin, schema.to_dict()))
-            tabular.check_compatible(first, inferred)  # a concurrent ingest pinned another one first
+            ours = json.loads(json.dumps(schema.to_dict()))
+            if store.pin_schema(db, pin, ours) != ours:
+                raise DataValidationError(
+                    f"another ingest of {source} pinned its schema at the same moment: run ingest again "
+                    "to be held to that one"
+                )
             log.info("pinned the inferred schema as %s", pin)
         manifest = {
             "source": source,

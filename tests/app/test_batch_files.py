@@ -103,3 +103,19 @@ def test_a_corrupt_upload_is_refused_by_the_worker_with_a_clear_error(db):
     blobs.delete(db, blobs.BATCH_FILES, name)
     with pytest.raises(blobs.StoredFileMissing, match="not in MongoDB"):
         blobs.read_batch_input(db, batch_id, "csv")
+
+
+def test_a_result_whose_bytes_changed_is_cut_short_not_served(db):
+    """The result is streamed block by block; bytes that no longer hash to what was stored never all go out."""
+    batch_id = str(uuid.uuid4())
+    stored = b"row,label\n" + b"".join(f"{i},{i % 10}\n".encode() for i in range(300_000))
+    blobs.store_batch_result(db, batch_id, io.BytesIO(stored))
+    assert b"".join(blobs.stream(blobs.open_batch_result(db, batch_id), "the result")) == stored
+    chunk = db["batch_files.chunks"].find_one({"n": 3})
+    same_length = bytes(255 - b for b in chunk["data"])
+    db["batch_files.chunks"].update_one({"_id": chunk["_id"]}, {"$set": {"data": same_length}})
+    served = []
+    with pytest.raises(blobs.StoredFileCorrupt, match="SHA-256"):
+        for block in blobs.stream(blobs.open_batch_result(db, batch_id), "the result"):
+            served.append(block)
+    assert sum(map(len, served)) < len(stored), "the last block is held back until the digest matched"

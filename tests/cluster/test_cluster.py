@@ -170,7 +170,8 @@ def test_ingest_train_validate_promote_on_two_workers(harness: Harness) -> None:
     FIGURES["pipeline task hosts"] = hosts
     workers = {w.name for w in harness.cluster.workers}
     assert set(hosts.values()) <= workers, f"tasks ran outside the workers: {hosts}"
-    assert len(set(hosts.values())) >= 2, f"every task ran on one worker: {hosts}"
+    # which idle worker takes a task is Celery's choice, so three tasks may all land on one (a 1 in 4
+    # chance); test_a_worker_killed_mid_task_is_replaced_by_the_other asserts a task moving to the other
     event = harness.db.model_events.find_one({"outcome": "promoted"}, sort=[("_id", -1)])
     assert event is not None, "validate_model promoted no champion"
     # both app instances pick the champion up (each polls the alias); nginx then answers ready

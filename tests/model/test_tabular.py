@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,3 +184,21 @@ def test_a_token_in_a_source_url_is_never_recorded(source, recorded):
     from model.kinds.table import redact_source
 
     assert redact_source(source) == recorded
+
+
+def test_a_schema_pinned_in_a_file_by_an_older_release_moves_into_mongodb(tmp_path, wine, db):
+    """Pins used to be DATA_DIR/schemas/<source>--<target>.json: the first ingest after the upgrade keeps it."""
+    source = tmp_path / "wine.csv"
+    source.write_bytes(csv(wine))
+    params = Params(task="tabular", tabular=TabularParams(source=str(source)))
+    sources = SourcePolicy(tmp_path)
+    lifecycle.ingest(params, tmp_path / "old", db, sources)
+    pinned = db.model_events.find_one({"kind": "schema_pinned"})
+    legacy = tmp_path / "data" / "schemas" / f"{pinned['_id'].removeprefix('schema-pin:')}.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps(pinned["schema"]))
+    db.model_events.delete_many({})  # MongoDB as an upgraded install finds it: no pin yet
+    source.write_bytes(csv(wine.assign(region=wine["region"].replace("east", "west"))))
+    with pytest.raises(DataValidationError, match="'west', not one of the allowed categories"):
+        lifecycle.ingest(params, tmp_path / "data", db, sources)
+    assert db.model_events.find_one({"kind": "schema_pinned"})["schema"] == pinned["schema"]

@@ -85,3 +85,13 @@ def test_the_hostname_airflow_records_is_the_hosts_own(monkeypatch):
     assert hostname() == "worker-b"
     monkeypatch.delenv("MLOPS_HOSTNAME")
     assert hostname()
+
+
+def test_no_secret_is_on_a_command_line(cluster):
+    """Any local user reads command lines (ps, /proc/<pid>/cmdline), and the PID files record them:
+    passwords and keys go to the services through their environment."""
+    built = cluster.build()
+    secrets = list(cluster.secrets.values())
+    for name, service in built.items():
+        command = " ".join(service.command)
+        assert not [s for s in secrets if s in command], f"{name}'s command line carries a secret"
