@@ -169,8 +169,11 @@ def test_gunicorn_worker_killed_under_load(servers, champion, own_mongo, tmp_pat
     rate = len(load.failed) / max(load.sent, 1)
     print(f"\nworker SIGKILLed: {load.sent} requests, {len(load.failed)} failed ({rate:.3%}), {len(stored)} documents")
     # A gthread worker serves several kept-alive connections: killing it drops the request in flight on
-    # each of them, at most one per client, and never one that was answered.
-    assert len(load.failed) <= LOAD_THREADS and set(load.failed) <= {"ConnectionError"}, load.failed
+    # each of them, at most one per client, and never one that was answered. A drop may land while the
+    # answer is being written: the client then reads a cut body (requests' ChunkedEncodingError), never
+    # an id, so that answer was not given either (seen once on a loaded machine).
+    dropped = {"ConnectionError", "ChunkedEncodingError"}
+    assert len(load.failed) <= LOAD_THREADS and set(load.failed) <= dropped, load.failed
     assert set(load.ids) <= set(stored) and len(stored) == len(set(stored))
 
 
