@@ -35,7 +35,7 @@ def record(
     """The answers as /predict gives them, the latency, and the token that lets the caller send feedback."""
     ext = current_app.extensions
     answers = prediction.answer(model, inputs.X)
-    ids = time_ordered_ids(len(answers.outputs))
+    ids = time_ordered_ids(len(answers.labels))
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     token = None
     if ext["settings"].log_predictions:

@@ -10,6 +10,7 @@ every record carries, and `columns` gives the same layout column-wise, for the o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -23,13 +24,24 @@ UNSURE_BELOW = 0.5  # models trained before params said otherwise (monitoring.lo
 
 @dataclass(frozen=True)
 class Answers:
-    """One model call's answers for n rows."""
+    """One model call's answers for n rows, kept column-wise: a large request's rows become dicts only
+    where something needs them (the per-row record, the public answer)."""
 
-    outputs: list[dict[str, Any]]  # each row's fields as its record stores them
     labels: list[Any]  # the predicted class, or "(value)" for a regressor (for metrics)
+    values: list[dict[str, Any]] | None = None  # regression: each row's value, interval and bin
     best: np.ndarray | None = None  # classification: each row's class index
     confidence: np.ndarray | None = None  # classification: each row's probability of that class
     proba: np.ndarray | None = None  # classification: all probabilities, rounded as stored
+
+    @cached_property
+    def outputs(self) -> list[dict[str, Any]]:
+        """Each row's fields as its record stores them."""
+        if self.proba is None:
+            assert self.values is not None
+            return self.values
+        assert self.confidence is not None
+        columns = (self.labels, self.confidence.tolist(), self.proba.tolist())
+        return [{"label": label, "confidence": c, "probabilities": p} for label, c, p in zip(*columns, strict=True)]
 
     def public(
         self, ids: list[str], classes: list[Any], unsure: list[str | None] | None = None
@@ -39,30 +51,32 @@ class Answers:
         if self.proba is None:
             pairs = zip(ids, self.outputs, strict=True)
             return [{"id": i, "value": o["value"], "interval": o["interval"]} for i, o in pairs]
-        ranked = np.argsort(-self.proba, axis=1, kind="stable")[:, :TOP].tolist()
-        reasons = unsure or [None] * len(ids)
+        assert self.confidence is not None
+        ranked = np.argsort(-self.proba, axis=1, kind="stable")[:, :TOP]
+        names = np.empty(len(classes), dtype=object)
+        names[:] = classes
+        columns = (
+            ids, self.labels, self.confidence.tolist(), self.proba.tolist(), unsure or [None] * len(ids),
+            names[ranked].tolist(), self.proba[np.arange(len(ranked))[:, None], ranked].tolist(),
+        )  # fmt: skip
         return [
-            {"id": i, **o, "unsure": why is not None, **({"unsure_reason": why} if why is not None else {}),
-             "top": [{"label": classes[j], "confidence": o["probabilities"][j]} for j in order]}
-            for i, o, order, why in zip(ids, self.outputs, ranked, reasons, strict=True)
+            {"id": i, "label": label, "confidence": c, "probabilities": p, "unsure": why is not None,
+             **({"unsure_reason": why} if why is not None else {}),
+             "top": [{"label": name, "confidence": share} for name, share in zip(top, shares, strict=True)]}
+            for i, label, c, p, why, top, shares in zip(*columns, strict=True)
         ]  # fmt: skip
 
 
 def answer(model: Model, X: Any) -> Answers:
     """The served model's answers to the rows X (as its kind parsed them)."""
     if model.regression:
-        outputs = regression.answers(model.predict_values(X), model.half_width(), model.info.get("value_bins"))
-        return Answers(outputs=outputs, labels=["(value)"] * len(outputs))
+        values = regression.answers(model.predict_values(X), model.half_width(), model.info.get("value_bins"))
+        return Answers(labels=["(value)"] * len(values), values=values)
     proba = model.predict_proba(X)
     best = proba.argmax(axis=1)
     labels = [model.labels[i] for i in best.tolist()]
     confidence = proba[np.arange(len(best)), best]
-    rounded = proba.round(6)
-    outputs = [
-        {"label": label, "confidence": c, "probabilities": p}
-        for label, c, p in zip(labels, confidence.tolist(), rounded.tolist(), strict=True)
-    ]
-    return Answers(outputs=outputs, labels=labels, best=best, confidence=confidence, proba=rounded)
+    return Answers(labels=labels, best=best, confidence=confidence, proba=proba.round(6))
 
 
 def documents(

@@ -121,7 +121,10 @@ class TaskKind(Protocol):
 def low_confidence(proba: np.ndarray, below: float) -> list[str | None]:
     """The rule every kind applies: the best class's probability is under `below`."""
     best = proba.max(axis=1)
-    return [None if c >= below else f"confidence {c:.2f} is below {below}" for c in best.tolist()]
+    reasons: list[str | None] = [None] * len(best)
+    for i in np.flatnonzero(best < below).tolist():
+        reasons[i] = f"confidence {best[i]:.2f} is below {below}"
+    return reasons
 
 
 def named(name: str | None) -> TaskKind:

@@ -291,27 +291,31 @@ def unsure_reasons(proba: np.ndarray, features: np.ndarray, below: float) -> lis
     inked: np.ndarray = np.asarray(features, dtype=np.float64).reshape(-1, side, side) / MAX_VALUE > 0.5
     share = inked.mean(axis=(1, 2))
     height, width = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
-    reasons: list[str | None] = []
-    columns = (order[:, 0].tolist(), margin.tolist(), share.tolist(), height, width)
-    for best, gap, ink, tall, wide in zip(*columns, strict=True):
-        if best < below:
-            reasons.append(f"confidence {best:.2f} is below {below}")
-        elif gap < UNSURE_MARGIN:
-            reasons.append(f"the two likeliest digits are {gap:.2f} apart (under {UNSURE_MARGIN})")
-        elif ink > _MAX_INK_SHARE[side == LEGACY_SIDE]:
-            reasons.append(f"ink covers {ink:.0%} of the frame: not one digit")
-        elif tall and wide > _MAX_WIDTH_RATIO * tall:
-            reasons.append("the ink is far wider than tall: several digits?")
-        else:
-            reasons.append(None)
+    flags = [order[:, 0] < below, margin < UNSURE_MARGIN, share > _MAX_INK_SHARE[side == LEGACY_SIDE],
+             (height > 0) & (width > _MAX_WIDTH_RATIO * height)]  # fmt: skip
+    why = np.select(flags, [1, 2, 3, 4], default=0)
+    reasons: list[str | None] = [None] * len(proba)
+    for i in np.flatnonzero(why).tolist():  # only the flagged rows, few when the model reads digits
+        reasons[i] = _reason(int(why[i]), float(order[i, 0]), float(margin[i]), float(share[i]), below)
     return reasons
 
 
-def _extent(inked_lines: np.ndarray) -> list[int]:
+def _reason(flag: int, best: float, gap: float, ink: float, below: float) -> str:
+    """The words for the first rule a row broke (unsure_reasons' order)."""
+    if flag == 1:
+        return f"confidence {best:.2f} is below {below}"
+    if flag == 2:
+        return f"the two likeliest digits are {gap:.2f} apart (under {UNSURE_MARGIN})"
+    if flag == 3:
+        return f"ink covers {ink:.0%} of the frame: not one digit"
+    return "the ink is far wider than tall: several digits?"
+
+
+def _extent(inked_lines: np.ndarray) -> np.ndarray:
     """Per row of `inked_lines` (n x side booleans), the span from the first inked line to the last (0: none)."""
     first = inked_lines.argmax(axis=1)
     last = inked_lines.shape[1] - 1 - inked_lines[:, ::-1].argmax(axis=1)
-    return np.where(inked_lines.any(axis=1), last - first + 1, 0).tolist()
+    return np.where(inked_lines.any(axis=1), last - first + 1, 0)
 
 
 _MAX_INK_SHARE = {False: 0.3, True: 0.65}  # MNIST layouts (a digit in a 20/28 box) / the 8x8 scans
