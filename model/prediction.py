@@ -53,17 +53,17 @@ class Answers:
             return [{"id": i, "value": o["value"], "interval": o["interval"]} for i, o in pairs]
         assert self.confidence is not None
         ranked = np.argsort(-self.proba, axis=1, kind="stable")[:, :TOP]
+        k = ranked.shape[1]
         names = np.empty(len(classes), dtype=object)
         names[:] = classes
-        columns = (
-            ids, self.labels, self.confidence.tolist(), self.proba.tolist(), unsure or [None] * len(ids),
-            names[ranked].tolist(), self.proba[np.arange(len(ranked))[:, None], ranked].tolist(),
-        )  # fmt: skip
+        shares = self.proba[np.arange(len(ranked))[:, None], ranked]
+        top = [{"label": name, "confidence": share} for name, share in zip(names[ranked].ravel().tolist(),
+               shares.ravel().tolist(), strict=True)]  # fmt: skip
+        columns = (ids, self.labels, self.confidence.tolist(), self.proba.tolist(), unsure or [None] * len(ids))
         return [
             {"id": i, "label": label, "confidence": c, "probabilities": p, "unsure": why is not None,
-             **({"unsure_reason": why} if why is not None else {}),
-             "top": [{"label": name, "confidence": share} for name, share in zip(top, shares, strict=True)]}
-            for i, label, c, p, why, top, shares in zip(*columns, strict=True)
+             **({"unsure_reason": why} if why is not None else {}), "top": top[k * row : k * (row + 1)]}
+            for row, (i, label, c, p, why) in enumerate(zip(*columns, strict=True))
         ]  # fmt: skip
 
 

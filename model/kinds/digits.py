@@ -285,18 +285,22 @@ def unsure_reasons(proba: np.ndarray, features: np.ndarray, below: float) -> lis
     (several digits side by side).
     """
     proba = np.asarray(proba, dtype=np.float64)
-    order = np.sort(proba, axis=1)[:, ::-1]
-    margin = order[:, 0] - order[:, 1] if proba.shape[1] > 1 else np.ones(len(proba))
+    if proba.shape[1] > 1:
+        top = np.partition(proba, -2, axis=1)
+        best, margin = top[:, -1], top[:, -1] - top[:, -2]
+    else:
+        best, margin = proba[:, 0], np.ones(len(proba))
     side = side_of(features.shape[1])
-    inked: np.ndarray = np.asarray(features, dtype=np.float64).reshape(-1, side, side) / MAX_VALUE > 0.5
-    share = inked.mean(axis=(1, 2))
+    inked: np.ndarray = np.asarray(features).reshape(-1, side, side) > MAX_VALUE / 2
+    share = np.count_nonzero(inked, axis=(1, 2)) / (side * side)
     height, width = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
-    flags = [order[:, 0] < below, margin < UNSURE_MARGIN, share > _MAX_INK_SHARE[side == LEGACY_SIDE],
-             (height > 0) & (width > _MAX_WIDTH_RATIO * height)]  # fmt: skip
-    why = np.select(flags, [1, 2, 3, 4], default=0)
+    why = np.where(best < below, 1, 0)  # the first rule broken, in this order
+    why[(why == 0) & (margin < UNSURE_MARGIN)] = 2
+    why[(why == 0) & (share > _MAX_INK_SHARE[side == LEGACY_SIDE])] = 3
+    why[(why == 0) & (height > 0) & (width > _MAX_WIDTH_RATIO * height)] = 4
     reasons: list[str | None] = [None] * len(proba)
     for i in np.flatnonzero(why).tolist():  # only the flagged rows, few when the model reads digits
-        reasons[i] = _reason(int(why[i]), float(order[i, 0]), float(margin[i]), float(share[i]), below)
+        reasons[i] = _reason(int(why[i]), float(best[i]), float(margin[i]), float(share[i]), below)
     return reasons
 
 
@@ -314,8 +318,8 @@ def _reason(flag: int, best: float, gap: float, ink: float, below: float) -> str
 def _extent(inked_lines: np.ndarray) -> np.ndarray:
     """Per row of `inked_lines` (n x side booleans), the span from the first inked line to the last (0: none)."""
     first = inked_lines.argmax(axis=1)
-    last = inked_lines.shape[1] - 1 - inked_lines[:, ::-1].argmax(axis=1)
-    return np.where(inked_lines.any(axis=1), last - first + 1, 0)
+    last = inked_lines.shape[1] - inked_lines[:, ::-1].argmax(axis=1)
+    return (last - first) * inked_lines.any(axis=1)
 
 
 _MAX_INK_SHARE = {False: 0.3, True: 0.65}  # MNIST layouts (a digit in a 20/28 box) / the 8x8 scans
