@@ -58,12 +58,17 @@ class AirflowApi:
 
     def run_state(self, dag_id: str, run_id: str) -> str | None:
         """queued | running | success | failed, or None when Airflow has no such run."""
+        run = self.run(dag_id, run_id)
+        return None if not run else str(run.get("state"))
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """The run's fields (state, run_after, start_date, end_date, ...); empty when Airflow has no such run."""
         response = self.session.get(f"{self.base}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=10)
         if response.status_code == 404:
-            return None
+            return {}
         if response.status_code != 200:
             raise AirflowApiError(f"reading {dag_id} run {run_id} failed (HTTP {response.status_code})")
-        return str(response.json().get("state"))
+        return dict(response.json())
 
     def wait_for_run(
         self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str, str], None] | None = None
@@ -85,3 +90,19 @@ class AirflowApi:
                 return str(run["state"])
             time.sleep(2)
         raise AirflowApiError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")
+
+    def latest_run(self, dag_id: str) -> dict[str, Any] | None:
+        """The DAG's most recent run (run_id, state, run_after, end_date, ...), or None if it has none."""
+        response = self.session.get(
+            f"{self.base}/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": "1"}, timeout=10
+        )
+        if response.status_code != 200:
+            raise AirflowApiError(f"listing {dag_id} runs failed (HTTP {response.status_code}): {response.text[:300]}")
+        runs = response.json().get("dag_runs", [])
+        return dict(runs[0]) if runs else None
+
+    def is_paused(self, dag_id: str) -> bool:
+        response = self.session.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=10)
+        if response.status_code != 200:
+            raise AirflowApiError(f"reading DAG {dag_id} failed (HTTP {response.status_code})")
+        return bool(response.json().get("is_paused"))

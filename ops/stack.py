@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import requests
@@ -162,7 +163,8 @@ def status(settings: Settings) -> int:
 
 
 def ensure_champion(settings: Settings, timeout: float = 600) -> None:
-    """If the registry has no champion, run ml_pipeline through Airflow's REST API and wait for it."""
+    """If the registry has no champion, get one through Airflow's REST API and wait for it: follow the
+    daily chain Airflow starts on its first start, else run ml_pipeline."""
     from config.settings import registry_config
     from model.registry import CHAMPION, connect
 
@@ -171,26 +173,78 @@ def ensure_champion(settings: Settings, timeout: float = 600) -> None:
     if champion is not None:
         print(f"  champion: {settings.model_name} version {champion.version}")
         return
-    print("  no champion yet: running ml_pipeline (ingest -> train -> validate) through Airflow")
     try:
         api = AirflowApi(settings)
         api.wait_for_dag("ml_pipeline", timeout=120)
-        run_id = api.trigger("ml_pipeline")
-        state = api.wait_for_run(
-            "ml_pipeline",
-            run_id,
-            timeout=timeout,
-            progress=lambda task, st: print(f"    ml_pipeline.{task}: {st}", flush=True),
-        )
+        daily = _first_daily_run(api)
+        if daily is not None:
+            # Airflow starts the daily chain on its first start: running ml_pipeline beside it trained
+            # the same model twice on the same cores, and two versions raced to be champion
+            print("  no champion yet: following Airflow's first daily run (ingest_data, train_model, validate_model)")
+            _follow_chain(api, daily, timeout)
+        else:
+            print("  no champion yet: running ml_pipeline (ingest -> train -> validate) through Airflow")
+            run_id = api.trigger("ml_pipeline")
+            state = api.wait_for_run("ml_pipeline", run_id, timeout=timeout, progress=_progress("ml_pipeline"))
+            if state != "success":
+                raise ServiceError(
+                    f"ml_pipeline run {run_id} ended {state}; see the Airflow UI at {settings.airflow_url}"
+                )
     except AirflowApiError as exc:
         raise ServiceError(str(exc)) from exc
-    if state != "success":
-        raise ServiceError(f"ml_pipeline run {run_id} ended {state}; see the Airflow UI at {settings.airflow_url}")
     champion = registry.by_alias(CHAMPION)
     if champion is None:
-        raise ServiceError("ml_pipeline succeeded but no champion was promoted; see model_events in MongoDB")
+        raise ServiceError("the pipeline succeeded but no champion was promoted; see model_events in MongoDB")
     print(f"  champion: {settings.model_name} version {champion.version}")
     _wait_for_app_model(settings, champion.version)
+
+
+CHAIN = ("ingest_data", "train_model", "validate_model")  # each run triggers the next through an Asset
+
+
+def _progress(dag_id: str) -> Callable[[str, str], None]:
+    return lambda task, state: print(f"    {dag_id}.{task}: {state}", flush=True)
+
+
+def _first_daily_run(api: AirflowApi, wait: float = 30) -> str | None:
+    """The run of ingest_data that Airflow started (or is about to) because this is its first start, if any.
+
+    A DAG that has never run and is not paused gets the latest daily interval scheduled at once
+    (catchup=False); one that has run before, or is paused, gets nothing until tomorrow: then None.
+    """
+    api.wait_for_dag(CHAIN[0], timeout=60)
+    deadline = time.monotonic() + wait
+    while True:
+        run = api.latest_run(CHAIN[0])
+        if run is not None:
+            return str(run["dag_run_id"]) if run.get("state") in ("queued", "running") else None
+        if api.is_paused(CHAIN[0]) or time.monotonic() > deadline:
+            return None
+        time.sleep(2)
+
+
+def _follow_chain(api: AirflowApi, run_id: str, timeout: float) -> None:
+    """Wait for ingest_data's run, then for the train_model and validate_model runs its Assets start."""
+    deadline = time.monotonic() + timeout
+    started = ""
+    for dag_id in CHAIN:
+        if dag_id != CHAIN[0]:
+            run_id = _next_run(api, dag_id, after=started, deadline=deadline)
+        state = api.wait_for_run(dag_id, run_id, timeout=deadline - time.monotonic(), progress=_progress(dag_id))
+        if state != "success":
+            raise ServiceError(f"{dag_id} run {run_id} ended {state}; see the Airflow UI")
+        started = str(api.run(dag_id, run_id).get("start_date") or "")
+
+
+def _next_run(api: AirflowApi, dag_id: str, after: str, deadline: float) -> str:
+    """The first run of `dag_id` due after `after` (the ISO start of the run before it in the chain): the
+    one that run's Asset event started."""
+    while time.monotonic() < deadline:
+        run = api.latest_run(dag_id)
+        if run is not None and str(run.get("run_after") or "") >= after:
+            return str(run["dag_run_id"])
+        time.sleep(2)
+    raise ServiceError(f"{dag_id} was not started by its Asset after {after}; see the Airflow UI")
 
 
 def _wait_for_app_model(settings: Settings, version: str, timeout: float = 120) -> None:
