@@ -5,13 +5,16 @@
 
 Starts its own MongoDB-wire server, MLflow server, a champion, the three servers under test (2 workers
 each), drives them with wrk at several concurrencies alternating A B C A B C, then measures batch
-throughput, /statistics over many logged predictions, worker memory, and checks that MongoDB holds
-exactly one document per prediction served. Prints a table and writes JSON to bench/results/.
+throughput, one uploaded digit a request, /statistics over many logged predictions, worker memory, and
+checks that MongoDB holds exactly one document per prediction served. Prints a table and writes JSON to
+bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import os
 import shutil
@@ -325,6 +328,23 @@ def main(argv: list[str] | None = None) -> int:
             "single_rows_per_s": round(1000 / statistics.median(single)),
         }
 
+        # one uploaded digit a request (#21: a PNG of 28-300 px, base64 JSON), through the upload preprocessing
+        upload_file = workdir / "upload.json"
+        upload_file.write_text(json.dumps({"image": base64.b64encode(upload_png()).decode()}))
+        uploads = []
+        for _ in range(rounds):
+            res = wrk(targets["ours"].url + "/predict", upload_file, 1, duration)
+            served_by_ours += res["ok"]
+            uploads.append(res)
+            wait_logged(db, baseline_logged + served_by_ours, timeout=120)
+        results["upload"] = {
+            "image": "160x160 PNG, a dark digit on white",
+            "rps": round(statistics.median(r["rps"] for r in uploads), 1),
+            "p50_ms": round(statistics.median(r["p50"] for r in uploads), 3),
+            "p99_ms": round(statistics.median(r["p99"] for r in uploads), 3),
+            "errors": sum(r["errors"] + r["non2xx"] for r in uploads),
+        }
+
         # every prediction served is in MongoDB, exactly once (ids are unique, so a count can only fall short)
         stored = settled_count(db, expect=baseline_logged + served_by_ours) - baseline
         # wrk stops counting at its deadline, so requests in flight then are served and stored but not counted
@@ -366,6 +386,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if results["log_check"]["lost"] == 0 else 1
 
 
+def upload_png() -> bytes:
+    """A digit as a user uploads one: dark ink on white paper, 160x160, PNG."""
+    from PIL import Image, ImageOps
+
+    from model.digit_sets import render_digit
+
+    ink = ImageOps.invert(render_digit(7, 0, 110, np.random.default_rng(0)))
+    page = Image.new("L", (160, 160), 255)
+    page.paste(ink, ((160 - ink.width) // 2, (160 - ink.height) // 2))
+    out = io.BytesIO()
+    page.save(out, format="PNG")
+    return out.getvalue()
+
+
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for run in results["runs"]:
@@ -399,6 +433,11 @@ def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
         f"batches of 1,000 rows, one client back to back: {b['rows_per_s']:,.0f} rows/s (p50 {b['p50_ms']:.1f} ms, "
         f"p99 {b['p99_ms']:.1f} ms, errors {b['errors']}); one at a time with the log caught up: "
         f"{b['single_rows_per_s']:,} rows/s (median {b['single_median_ms']} ms)"
+    )
+    u = results["upload"]
+    print(
+        f"one uploaded digit a request ({u['image']}), c=1: {u['rps']:.0f} req/s, p50 {u['p50_ms']:.2f} ms, "
+        f"p99 {u['p99_ms']:.2f} ms, errors {u['errors']}"
     )
     print(f"/statistics over {s['documents']:,} documents: p50 {s['p50_ms']} ms, max {s['max_ms']} ms")
     print(f"worker memory (2 workers): {results['memory_mb']} MB")

@@ -37,12 +37,13 @@ def run_tiny(module: str, prefix: str, *args: str) -> tuple[str, dict]:
 
 def test_tiny_benchmark_prints_its_table_and_loses_nothing():
     stdout, data = run_tiny("bench.bench", "bench", "--concurrency", "1,4", "--log-docs", "2000")
-    for needle in ("vs mlflow", "batches of 1,000 rows", "/statistics over", "lost 0"):
+    for needle in ("vs mlflow", "batches of 1,000 rows", "one uploaded digit a request", "/statistics over", "lost 0"):
         assert needle in stdout, needle
     assert {"ours@1", "mlflow@1", "ours_nolog@1", "ours@4"} <= set(data["summary"])
     assert data["log_check"]["lost"] == 0 and data["log_check"]["served"] > 0
     assert all(row["errors"] == 0 for row in data["summary"].values())
     assert data["batch_1000"]["errors"] == 0 and data["batch_1000"]["rows_per_s"] > 0
+    assert data["upload"]["errors"] == 0 and data["upload"]["rps"] > 0
 
 
 def test_tiny_table_benchmark_serves_compiled_and_logs_every_batch_row():
