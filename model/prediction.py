@@ -54,11 +54,10 @@ class Answers:
         assert self.confidence is not None
         ranked = np.argsort(-self.proba, axis=1, kind="stable")[:, :TOP]
         k = ranked.shape[1]
-        names = np.empty(len(classes), dtype=object)
-        names[:] = classes
-        shares = self.proba[np.arange(len(ranked))[:, None], ranked]
-        top = [{"label": name, "confidence": share} for name, share in zip(names[ranked].ravel().tolist(),
-               shares.ravel().tolist(), strict=True)]  # fmt: skip
+        shares = self.proba[np.arange(len(ranked))[:, None], ranked].ravel().tolist()
+        top = [
+            {"label": classes[j], "confidence": share} for j, share in zip(ranked.ravel().tolist(), shares, strict=True)
+        ]
         columns = (ids, self.labels, self.confidence.tolist(), self.proba.tolist(), unsure or [None] * len(ids))
         return [
             {"id": i, "label": label, "confidence": c, "probabilities": p, "unsure": why is not None,

@@ -23,7 +23,7 @@ from model.data import Dataset, merge
 from model.errors import DataValidationError
 from model.features import LEGACY_SIDE, MAX_VALUE, image_to_features, side_of
 from model.images import decode_image
-from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded
+from model.kinds import BatchInput, Inputs, InvalidRow, Limits, Loaded, low_confidence
 from model.monitoring import psi
 from model.serving import noisy_probes
 
@@ -294,20 +294,18 @@ def unsure_reasons(proba: np.ndarray, features: np.ndarray, below: float) -> lis
     inked: np.ndarray = np.asarray(features).reshape(-1, side, side) > MAX_VALUE / 2
     share = np.count_nonzero(inked, axis=(1, 2)) / (side * side)
     height, width = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
-    why = np.where(best < below, 1, 0)  # the first rule broken, in this order
+    reasons = low_confidence(proba, below)  # the rule every kind applies comes first
+    why = np.where(best < below, 1, 0)  # then the first of the digits' own rules a row breaks
     why[(why == 0) & (margin < UNSURE_MARGIN)] = 2
     why[(why == 0) & (share > _MAX_INK_SHARE[side == LEGACY_SIDE])] = 3
     why[(why == 0) & (height > 0) & (width > _MAX_WIDTH_RATIO * height)] = 4
-    reasons: list[str | None] = [None] * len(proba)
-    for i in np.flatnonzero(why).tolist():  # only the flagged rows, few when the model reads digits
-        reasons[i] = _reason(int(why[i]), float(best[i]), float(margin[i]), float(share[i]), below)
+    for i in np.flatnonzero(why > 1).tolist():  # only the flagged rows, few when the model reads digits
+        reasons[i] = _reason(int(why[i]), float(margin[i]), float(share[i]))
     return reasons
 
 
-def _reason(flag: int, best: float, gap: float, ink: float, below: float) -> str:
-    """The words for the first rule a row broke (unsure_reasons' order)."""
-    if flag == 1:
-        return f"confidence {best:.2f} is below {below}"
+def _reason(flag: int, gap: float, ink: float) -> str:
+    """The words for the first of the digits' own rules a row broke (unsure_reasons' order)."""
     if flag == 2:
         return f"the two likeliest digits are {gap:.2f} apart (under {UNSURE_MARGIN})"
     if flag == 3:
