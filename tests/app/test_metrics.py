@@ -48,16 +48,22 @@ def test_every_request_is_counted_once_across_workers(served_app):
     def send(_: int) -> int:  # a new connection each time, several at once: both workers take some
         return requests.post(f"{url}/predict", json={"instances": [ROW]}, timeout=10).status_code
 
+    sent = 0
     with ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(send, range(REQUESTS))) == [200] * REQUESTS
+        for _ in range(10):  # which worker accepts is the kernel's call: send until both took some
+            assert list(pool.map(send, range(REQUESTS))) == [200] * REQUESTS
+            sent += REQUESTS
+            served = {pid: n - workers_before.get(pid, 0) for pid, n in _per_worker(directory).items()}
+            if len([n for n in served.values() if n > 0]) == 2:
+                break
     counts = []
     for _ in range(6):  # scrapes land on either worker: each must see every worker's requests
         after = requests.get(f"{url}/metrics", timeout=5).text
         counts.append(_count(after, "mlops_http_requests_total", **PREDICT_200)
                       - _count(before, "mlops_http_requests_total", **PREDICT_200))  # fmt: skip
-    assert counts == [REQUESTS] * 6
+    assert counts == [sent] * 6
     served = {pid: n - workers_before.get(pid, 0) for pid, n in _per_worker(directory).items()}
-    assert sum(served.values()) == REQUESTS
+    assert sum(served.values()) == sent
     assert len([n for n in served.values() if n > 0]) == 2, f"the requests were not spread: {served}"
     for name in ("mlops_http_request_duration_seconds_count", "mlops_model_version", "mlops_log_queue_depth",
                  "mlops_champion_last_poll_timestamp_seconds", "mlops_model_load_seconds"):  # fmt: skip
