@@ -272,8 +272,8 @@ def mongo(port: int, storage: str, log: Path) -> Service:
         "--storage-path",
         storage,
         "--standalone",
-        "--cache-size",
-        "256M",
+        "--cache-size",  # WiredTiger's cache: 1M prediction records went in at 18,700/s with 1G, 14,700/s with 256M
+        "1G",
         "--log-level",
         "WARNING",
     ]

@@ -11,6 +11,7 @@ drift compares. Adding a kind: ARCHITECTURE.md "Adding a task kind".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -62,7 +63,7 @@ class Limits:
 @dataclass(frozen=True)
 class BatchInput:
     X: Any  # as the Pipeline takes it
-    rows: list[Any]  # what each prediction record stores as its features
+    rows: Sequence[Any]  # what each prediction record stores as its features
     keys: list[str]  # a name per row for the result file: the row id or number, or the image's path
     columns: Any = None  # a table's input columns, appended to the result file
 

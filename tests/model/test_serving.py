@@ -10,7 +10,7 @@ import pytest
 
 from model import serving
 from model.data import split
-from model.ids import _uuid7, derived_ids, id_floor, time_ordered_ids
+from model.ids import _NAMESPACE, _uuid7, derived_ids, id_floor, time_ordered_ids
 from model.kinds.digits import KIND as DIGITS
 from model.kinds.digits import load_digits_dataset
 from model.params import TrainParams
@@ -100,3 +100,7 @@ def test_ids_keep_the_layout_batch_ids_were_derived_with():
     parsed = [uuid.UUID(i) for i in expected]
     assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
     assert derived_ids("batch-1", at, 3) == derived_ids("batch-1", at, 3) != derived_ids("batch-2", at, 3)
+    # each row's random part is uuid5 of "<batch>:<row>", as the first release computed it
+    first_release = "".join(uuid.uuid5(_NAMESPACE, f"batch-1:{i}").hex[:20] for i in range(40))
+    assert derived_ids("batch-1", at, 40) == _uuid7(ms, first_release, 40)
+    assert derived_ids("batch-1", at, 4) == _uuid7(ms, first_release[:80], 4)

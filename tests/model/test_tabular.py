@@ -156,6 +156,8 @@ def test_drift_per_column_includes_category_shares(wine, schema):
 def test_batch_inputs(wine, schema):
     batch = TABLE.read_batch(csv(wine.drop(columns=["cultivar"]).assign(region="west")), "csv", schema, Limits())
     assert len(batch.rows) == 178 and batch.rows[0]["region"] == "west", "unseen categories are scored, not refused"
+    assert batch.rows[-1] == batch.rows[170:178][-1] == batch.rows[177] and batch.rows[5:5] == []
+    assert batch.rows[1]["alcohol"] == wine["alcohol"][1], "rows are made a slice at a time, the same either way"
     at = datetime.now(UTC)
     assert prediction_ids("b1", at, 3) == prediction_ids("b1", at, 3) != prediction_ids("b2", at, 3)
     buf = io.BytesIO()
@@ -202,3 +204,24 @@ def test_a_schema_pinned_in_a_file_by_an_older_release_moves_into_mongodb(tmp_pa
     with pytest.raises(DataValidationError, match="'west', not one of the allowed categories"):
         lifecycle.ingest(params, tmp_path / "data", db, sources)
     assert db.model_events.find_one({"kind": "schema_pinned"})["schema"] == pinned["schema"]
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["1.5", "2", "-3e2", "NA", "", "7."],  # what a CSV holds, read as text
+        ["1.5", "abc", "2", " 4 ", "NA"],  # cells pyarrow cannot parse: pandas decides
+        [1, 2.5, None, 4],  # a Parquet column, already numbers
+        [True, False, True],
+        ["NA", "", "null"],  # all missing
+    ],
+)
+def test_numeric_cells_parse_as_pandas_parses_them(cells):
+    """The fast parse (pyarrow) and its fallback agree with pandas' to_numeric, cell for cell."""
+    from model.tabular import _numbers, missing_mask
+
+    dtype = "str" if all(isinstance(c, str) for c in cells) else None
+    values = pd.Series(cells, dtype=dtype)
+    absent = missing_mask(values)
+    expected = pd.to_numeric(values.where(~absent), errors="coerce").astype(np.float64).to_numpy()
+    assert np.array_equal(_numbers(values, absent), expected, equal_nan=True)
