@@ -6,7 +6,8 @@
 Trains Palmer penguins (as its package ships it: `NA` cells) into a RandomForest(200) champion through
 the lifecycle's own task bodies, then:
 - single rows: our app (compiled serving, every prediction logged) against `mlflow models serve` on the
-  same champion, with wrk at c=1 and c=16;
+  same champion, with wrk at c=1 and c=16; and our app serving the same forest trained on body mass
+  (a regressor: value and interval);
 - a batch: a CSV of penguins rows (sampled with their missing cells, numbers jittered) scored by the
   score_batch task body, every prediction logged; rows/s end to end, and every row counted in MongoDB.
 Prints the figures and writes JSON to bench/results/.
@@ -46,6 +47,9 @@ DB = "bench_tables"
 PENGUINS = importlib.resources.files("palmerpenguins") / "data" / "penguins.csv"
 ROW = {"island": "Biscoe", "bill_length_mm": 46.5, "bill_depth_mm": None, "flipper_length_mm": 218,
        "body_mass_g": 5200, "sex": "male", "year": 2008}  # fmt: skip
+REGRESSOR = "bench-penguins-mass"  # the same forest predicting body mass: a regressor's row, value and interval
+# the rows whose body mass is missing are the ones missing the bills too: without them, bills never are
+REGRESSOR_ROW = {**{k: v for k, v in ROW.items() if k != "body_mass_g"}, "bill_depth_mm": 15.0, "species": "Gentoo"}
 
 
 def batch_csv(path: Path, rows: int, seed: int = 0) -> None:
@@ -98,6 +102,23 @@ def score_batch(workdir: Path, mongo_url: str, mlflow_url: str, rows: int) -> di
     }
 
 
+def champion(workdir: Path, client: MongoClient, mlflow_url: str, name: str, target: str) -> str:
+    """A RandomForest(200) on penguins predicting `target`, through the lifecycle's task bodies to
+    champion of model `name` (task_type auto: a class for species, a number for body mass)."""
+    raw = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())
+    raw["task"] = "tabular"
+    raw["tabular"] = {**raw["tabular"], "source": "penguins.csv", "target": target}
+    raw["train"] = {**raw["train"], "estimator": "random_forest", "hyperparameters": {"n_estimators": 200}}
+    (workdir / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(workdir / f"{name}.yaml")
+    registry = connect(RegistryConfig(mlflow_url, name, name))
+    snapshot = lifecycle.ingest(params, workdir / "data", client[DB], SourcePolicy(workdir))
+    path = fetch_snapshot(client[DB], workdir / "data", snapshot["hash"])
+    trained = lifecycle.train_and_register(params, path, registry, client[DB])
+    lifecycle.validate_and_promote(params, path, trained["version"], registry, client[DB], workdir / f"val-{name}")
+    return str(trained["version"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tables")
     parser.add_argument("--tiny", action="store_true", help="seconds, not minutes: checks the script works")
@@ -116,30 +137,26 @@ def main(argv: list[str] | None = None) -> int:
         mongo = bench.start(services.mongo(services.free_port(), str(workdir / "mongo"), workdir / "mongo.log"))
         mlflow = bench.start(services.mlflow(services.free_port(), workdir / "mlflow", workdir / "mlflow.log"))
         (workdir / "penguins.csv").write_bytes(PENGUINS.read_bytes())
-        raw = yaml.safe_load((ROOT / "config" / "params.yaml").read_text())
-        raw["task"] = "tabular"
-        raw["tabular"] = {**raw["tabular"], "source": "penguins.csv", "target": "species"}
-        raw["train"] = {**raw["train"], "estimator": "random_forest", "hyperparameters": {"n_estimators": 200}}
-        (workdir / "params.yaml").write_text(yaml.safe_dump(raw))
-        params = load_params(workdir / "params.yaml")
-        registry = connect(RegistryConfig(mlflow.url, MODEL, MODEL))
         client: MongoClient = MongoClient(mongo.url, tz_aware=True)
-        snapshot = lifecycle.ingest(params, workdir / "data", client[DB], SourcePolicy(workdir))
-        path = fetch_snapshot(client[DB], workdir / "data", snapshot["hash"])
-        trained = lifecycle.train_and_register(params, path, registry, client[DB])
-        lifecycle.validate_and_promote(params, path, trained["version"], registry, client[DB], workdir / "val")
-        print(f"champion: {MODEL} v{trained['version']} (RandomForest, 200 trees, imputers)", flush=True)
+        for name, target in ((MODEL, "species"), (REGRESSOR, "body_mass_g")):
+            version = champion(workdir, client, mlflow.url, name, target)
+            print(f"champion: {name} v{version} (RandomForest, 200 trees, imputers; target {target})", flush=True)
 
         targets = {
             "ours": bench.app(mongo.url, mlflow.url, log_predictions=True, model=MODEL, db=DB),
             "mlflow": bench.mlflow_serve(mlflow.url, model=MODEL),
+            "regressor": bench.app(mongo.url, mlflow.url, log_predictions=True, model=REGRESSOR, db=DB),
         }
         import requests
 
         results["serving"] = requests.get(f"{targets['ours'].url}/model-info", timeout=10).json()["serving"]
+        results["regressor_serving"] = requests.get(f"{targets['regressor'].url}/model-info", timeout=10).json()[
+            "serving"
+        ]
         bodies = {
             "ours": (workdir / "ours.json", {"instances": [ROW]}, "/predict"),
             "mlflow": (workdir / "mlflow.json", {"dataframe_records": [ROW]}, "/invocations"),
+            "regressor": (workdir / "regressor.json", {"instances": [REGRESSOR_ROW]}, "/predict"),
         }
         for path, body, _ in bodies.values():
             path.write_text(json.dumps(body))
@@ -189,6 +206,13 @@ def print_summary(results: dict[str, Any]) -> None:
             f"  c={c:<3} ours {ours['rps']:7.0f} req/s p50 {ours['p50_ms']:6.2f} ms p99 {ours['p99_ms']:6.2f} ms | "
             f"mlflow models serve {theirs['rps']:6.0f} req/s p50 {theirs['p50_ms']:6.2f} ms | "
             f"{ours['rps'] / theirs['rps']:.1f}x"
+        )
+    for c in (1, 16):
+        row = s[f"regressor@{c}"]
+        print(
+            f"  c={c:<3} the same forest as a regressor (value and interval, served by "
+            f"{results['regressor_serving']['engine']}): {row['rps']:7.0f} req/s p50 {row['p50_ms']:6.2f} ms "
+            f"p99 {row['p99_ms']:6.2f} ms"
         )
     print(
         f"batch: {b['rows']:,} rows ({b['file_mb']} MB CSV) in {b['seconds']} s = {b['rows_per_s']:,} rows/s end to "

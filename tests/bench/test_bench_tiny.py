@@ -50,7 +50,8 @@ def test_tiny_table_benchmark_serves_compiled_and_logs_every_batch_row():
     stdout, data = run_tiny("bench.tables", "tables", "--batch-rows", "12000")
     assert "mlflow models serve" in stdout and "rows/s end to end" in stdout
     assert data["serving"]["engine"] == "onnxruntime", data["serving"]
-    assert {"ours@1", "mlflow@1", "ours@16", "mlflow@16"} == set(data["summary"])
+    assert data["regressor_serving"]["engine"] == "onnxruntime", data["regressor_serving"]
+    assert {f"{target}@{c}" for target in ("ours", "mlflow", "regressor") for c in (1, 16)} == set(data["summary"])
     assert all(row["errors"] == 0 for row in data["summary"].values())
     assert data["batch"] | {"seconds": 0, "rows_per_s": 0, "file_mb": 0} == {
         "rows": 12000,
