@@ -48,11 +48,11 @@ def image_to_features(image: Image.Image, side: int = LEGACY_SIDE) -> np.ndarray
 def ink_crop(image: Image.Image) -> np.ndarray:
     """The ink, from 0 (background) to 1 (the darkest stroke), cropped to its bounding box."""
     ink = _ink(image)
-    box = _box(ink > _INK)
+    mask = ink > _INK
+    box = _box(mask)
     if box is None:
         raise BlankImage("the image is blank: draw or upload a digit with visible strokes")
-    ink = ink[box]  # nothing outside the ink's box needs labelling
-    mask = ink > _INK
+    ink, mask = ink[box], mask[box]  # nothing outside the ink's box needs labelling
     labels, count = ndimage.label(mask, structure=_EIGHT)
     if count <= 1:
         return ink

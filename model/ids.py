@@ -35,7 +35,7 @@ def derived_ids(key: str, at: datetime, n: int, start: int = 0) -> list[str]:
         h = prefix.copy()
         h.update(str(i).encode())
         digests += h.digest()[:10]
-    head = np.frombuffer(bytes(digests), dtype=np.uint8).reshape(n, 10).copy()
+    head = np.frombuffer(digests, dtype=np.uint8).reshape(n, 10)  # writable: a bytearray's memory
     head[:, 6] = (head[:, 6] & 0x0F) | 0x50  # uuid5's version nibble
     head[:, 8] = (head[:, 8] & 0x3F) | 0x80  # and its variant bits
     return _uuid7(int(at.timestamp() * 1000), head.tobytes().hex(), n)

@@ -265,7 +265,8 @@ class _Rows(Sequence[dict[str, Any]]):
     def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
     def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         if isinstance(index, int):
-            return self[range(len(self))[index] : range(len(self))[index] + 1][0]
+            row = range(len(self))[index]  # a negative index counts from the end; past it, IndexError
+            return self[row : row + 1][0]
         part = self._X.iloc[index]
         columns = [part[name].astype(object).where(part[name].notna(), None).tolist() for name in self._names]
         return [dict(zip(self._names, values, strict=True)) for values in zip(*columns, strict=True)]
