@@ -47,12 +47,11 @@ def image_to_features(image: Image.Image, side: int = LEGACY_SIDE) -> np.ndarray
 
 def ink_crop(image: Image.Image) -> np.ndarray:
     """The ink, from 0 (background) to 1 (the darkest stroke), cropped to its bounding box."""
-    ink = _ink(image)
-    mask = ink > _INK
+    pixels, ink_of, mask = _ink(image)
     box = _box(mask)
     if box is None:
         raise BlankImage("the image is blank: draw or upload a digit with visible strokes")
-    ink, mask = ink[box], mask[box]  # nothing outside the ink's box needs labelling
+    ink, mask = ink_of.take(pixels[box]), mask[box]  # nothing outside the ink's box needs its ink or labelling
     labels, count = ndimage.label(mask, structure=_EIGHT)
     if count <= 1:
         return ink
@@ -71,8 +70,16 @@ def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _ink(image: Image.Image) -> np.ndarray:
-    """Ink intensity in [0, 1] whatever the mode, transparency, background colour or polarity."""
+def _ink(image: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The image's gray levels (uint8), the ink of each of the 256 levels from 0 to 1 (`ink_of[pixels]`
+    is the image's ink), and where the ink is over _INK; whatever the mode, transparency, background
+    colour or polarity.
+
+    A pixel's ink depends on its level alone, so it is worked out for 256 levels (the same float32
+    operations as for every pixel, the same values). The ink is the deviation from the border's median
+    in the polarity with more of it: dark ink when the levels' mean is under that median. The ink grows
+    monotonically away from the background, so the pixels over _INK are those past one level.
+    """
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -85,28 +92,30 @@ def _ink(image: Image.Image) -> np.ndarray:
     pixels = np.asarray(gray_image)
     if min(gray_image.size) >= 48:  # sensor noise and paper grain: a 3x3 median keeps strokes of 2 px and more
         pixels = median3(pixels)
-    gray = pixels.astype(np.float32) / 255.0
-    ring = max(1, min(gray.shape) // 32)
+    ring = max(1, min(pixels.shape) // 32)
     border = np.concatenate(
-        [gray[:ring].ravel(), gray[-ring:].ravel(), gray[:, :ring].ravel(), gray[:, -ring:].ravel()]
+        [pixels[:ring].ravel(), pixels[-ring:].ravel(), pixels[:, :ring].ravel(), pixels[:, -ring:].ravel()]
     )
-    deviation = gray - _median(border)
-    dark, light = np.maximum(-deviation, 0), np.maximum(deviation, 0)
-    ink = dark if dark.sum() >= light.sum() else light
-    peak = float(ink.max())
+    n = border.size
+    middle = np.partition(border, (n // 2 - 1, n // 2))
+    low, high = int(middle[(n - 1) // 2]), int(middle[n // 2])  # the median is their mean
+    background = _GRAY[high] if low == high else (_GRAY[low] + _GRAY[high]) / 2
+    deviation = _GRAY - background
+    dark = 2 * int(pixels.sum()) <= pixels.size * (low + high)  # the deviations' sum is not positive
+    if dark:
+        ink, extreme = np.maximum(-deviation, 0), int(pixels.min())
+    else:
+        ink, extreme = np.maximum(deviation, 0), int(pixels.max())
+    peak = float(ink[extreme])
     if peak < _MIN_CONTRAST:
         raise BlankImage("the image is blank: draw or upload a digit with visible strokes")
     ink /= peak  # from 0 to 1: no value is above the peak
-    return ink
+    inked = np.flatnonzero(ink > _INK)
+    mask = pixels <= inked[-1] if dark else pixels >= inked[0]
+    return pixels, ink, mask
 
 
-def _median(values: np.ndarray) -> np.floating:
-    """np.median of a 1-d array, the same value, without the cost of its generality."""
-    n = values.size
-    if n % 2:
-        return np.partition(values, n // 2)[n // 2]
-    part = np.partition(values, (n // 2 - 1, n // 2))
-    return (part[n // 2 - 1] + part[n // 2]) / 2
+_GRAY = np.arange(256, dtype=np.float32) / 255.0  # a level's gray, from 0 (black) to 1 (white)
 
 
 def median3(pixels: np.ndarray) -> np.ndarray:
@@ -150,12 +159,13 @@ def _fit(crop: np.ndarray, side: int) -> np.ndarray:
 
 def stroke_width(ink: np.ndarray) -> float:
     """Mean stroke width in pixels: twice the inked area over its boundary."""
-    mask = _pad(ink > 0.5, 1, 1)
-    area = int(mask.sum())
+    mask = ink > 0.5
+    area = np.count_nonzero(mask)
     if area == 0:
         return 0.0
+    # inside: inked with its four neighbours inked (a pixel on the frame's edge has one outside: never inside)
     inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    return 2.0 * area / max(area - int(inner.sum()), 1)
+    return 2.0 * area / max(area - np.count_nonzero(inner), 1)
 
 
 def _pad(image: np.ndarray, before: int, after: int) -> np.ndarray:
@@ -240,7 +250,8 @@ def _legacy(crop: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(fitted.max(axis=1) > 0.05), np.flatnonzero(fitted.max(axis=0) > 0.05)
     fitted = _fit_square(fitted[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], _LEGACY_WORK, _LEGACY_WORK)
     block = _LEGACY_WORK // LEGACY_SIDE
-    return fitted.reshape(LEGACY_SIDE, block, LEGACY_SIDE, block).mean(axis=(1, 3))
+    sums = fitted.reshape(LEGACY_SIDE, block, LEGACY_SIDE, block).sum(axis=(1, 3))
+    return sums / (block * block)  # the blocks' means (np.mean's sum and division, without its overhead)
 
 
 def _fit_square(ink: np.ndarray, side: int, canvas_side: int) -> np.ndarray:

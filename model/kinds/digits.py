@@ -290,12 +290,13 @@ def unsure_reasons(proba: np.ndarray, features: np.ndarray, below: float) -> lis
         best, margin = top[:, -1], top[:, -1] - top[:, -2]
     else:
         best, margin = proba[:, 0], np.ones(len(proba))
-    side = side_of(features.shape[1])
-    inked: np.ndarray = np.asarray(features).reshape(-1, side, side) > MAX_VALUE / 2
-    share = np.count_nonzero(inked, axis=(1, 2)) / (side * side)
-    height, width = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
+    n, side = len(proba), side_of(features.shape[1])
+    flat = np.asarray(features).reshape(n, side * side) > MAX_VALUE / 2
+    share = flat.sum(axis=1) / (side * side)
+    inked = flat.reshape(n, side, side)
+    height, width = _extent(inked.any(axis=2)), _extent(inked.any(axis=1))
     reasons = low_confidence(proba, below)  # the rule every kind applies comes first
-    why = np.where(best < below, 1, 0)  # then the first of the digits' own rules a row breaks
+    why = (best < below).astype(np.int8)  # then the first of the digits' own rules a row breaks
     why[(why == 0) & (margin < UNSURE_MARGIN)] = 2
     why[(why == 0) & (share > _MAX_INK_SHARE[side == LEGACY_SIDE])] = 3
     why[(why == 0) & (height > 0) & (width > _MAX_WIDTH_RATIO * height)] = 4
