@@ -10,7 +10,7 @@ gunicorn (tests, a Flask dev server) the registry is this process's own.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -28,6 +28,7 @@ class Metrics:
         # In multiprocess mode values live in the directory's files, and this registry only names them.
         self.registry = CollectorRegistry()
         r = self.registry
+        self._observed: tuple[Any, ...] | None = None  # observe_state's last state
         self.requests = Counter("mlops_http_requests", "HTTP requests", ["route", "status"], registry=r)
         self.request_seconds = Histogram(
             "mlops_http_request_duration_seconds",
@@ -74,15 +75,23 @@ class Metrics:
         )
 
     def observe_state(self, plog: PredictionLog, models: ModelManager) -> None:
-        """The gauges from this worker's prediction log and model manager (called after each request)."""
-        self.queue_depth.set(plog.depth())
-        self.outbox_bytes.set(plog.outbox_bytes)
-        self.writer_alive.set(1 if plog.alive() else 0)
-        self.rollups_pending.set(plog.pending_rollups())
+        """The gauges from this worker's prediction log and model manager (called after each request).
+
+        They are written only when the state changed since the last call: each write takes a lock and
+        writes this worker's mmapped file, and the seven took about 2% of a prediction's time (py-spy)."""
         current = models.current
-        if current is not None:
-            self.model_version.labels(current.name).set(float(current.version))
-            self.model_load_seconds.set(float(current.info.get("load_seconds") or 0.0))
+        model = None if current is None else (current.name, current.version, current.info.get("load_seconds"))
+        state = (plog.depth(), plog.outbox_bytes, plog.alive(), plog.pending_rollups(), model, models.last_check_at)
+        if state == self._observed:
+            return
+        self._observed = state
+        self.queue_depth.set(state[0])
+        self.outbox_bytes.set(state[1])
+        self.writer_alive.set(1 if state[2] else 0)
+        self.rollups_pending.set(state[3])
+        if model is not None:
+            self.model_version.labels(model[0]).set(float(model[1]))
+            self.model_load_seconds.set(float(model[2] or 0.0))
         if models.last_check_at is not None:
             self.last_poll.set(models.last_check_at)
 

@@ -160,12 +160,12 @@ def _fit(crop: np.ndarray, side: int) -> np.ndarray:
 def stroke_width(ink: np.ndarray) -> float:
     """Mean stroke width in pixels: twice the inked area over its boundary."""
     mask = ink > 0.5
-    area = np.count_nonzero(mask)
+    area = int(np.count_nonzero(mask))
     if area == 0:
         return 0.0
     # inside: inked with its four neighbours inked (a pixel on the frame's edge has one outside: never inside)
     inner = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    return 2.0 * area / max(area - np.count_nonzero(inner), 1)
+    return 2.0 * area / max(area - int(np.count_nonzero(inner)), 1)
 
 
 def _pad(image: np.ndarray, before: int, after: int) -> np.ndarray:
@@ -217,8 +217,8 @@ def _mnist(crop: np.ndarray, side: int) -> np.ndarray:
     total = float(box.sum())
     cy = float(box.sum(axis=1) @ np.arange(box.shape[0])) / total
     cx = float(box.sum(axis=0) @ np.arange(box.shape[1])) / total
-    top = int(np.clip(round(MNIST_SIDE / 2 - cy), 0, MNIST_SIDE - box.shape[0]))
-    left = int(np.clip(round(MNIST_SIDE / 2 - cx), 0, MNIST_SIDE - box.shape[1]))
+    top = min(max(round(MNIST_SIDE / 2 - cy), 0), MNIST_SIDE - box.shape[0])
+    left = min(max(round(MNIST_SIDE / 2 - cx), 0), MNIST_SIDE - box.shape[1])
     canvas[top : top + box.shape[0], left : left + box.shape[1]] = box
     canvas = _deskew(canvas)
     if side != MNIST_SIDE:
@@ -235,7 +235,7 @@ def _deskew(image: np.ndarray) -> np.ndarray:
     cy, cx = float(rows @ ys) / total, float(cols @ xs) / total
     var_y = float(rows @ (ys - cy) ** 2) / total
     cov = float((ys - cy) @ image @ (xs - cx)) / total
-    alpha = float(np.clip(cov / max(var_y, 1e-6), -1.0, 1.0))
+    alpha = min(max(cov / max(var_y, 1e-6), -1.0), 1.0)
     if abs(alpha) < 0.02:
         return image
     # output (y, x) reads input (y, x + alpha * (y - cy)) with the mass centred

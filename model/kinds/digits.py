@@ -293,8 +293,8 @@ def unsure_reasons(proba: np.ndarray, features: np.ndarray, below: float) -> lis
     n, side = len(proba), side_of(features.shape[1])
     flat = np.asarray(features).reshape(n, side * side) > MAX_VALUE / 2
     share = flat.sum(axis=1) / (side * side)
-    inked = flat.reshape(n, side, side)
-    height, width = _extent(inked.any(axis=2)), _extent(inked.any(axis=1))
+    inked: np.ndarray = flat.reshape(n, side, side)
+    height, width = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
     reasons = low_confidence(proba, below)  # the rule every kind applies comes first
     why = (best < below).astype(np.int8)  # then the first of the digits' own rules a row breaks
     why[(why == 0) & (margin < UNSURE_MARGIN)] = 2
