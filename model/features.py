@@ -14,6 +14,8 @@ contrast stretched to the darkest ink, specks dropped, cropped to the ink. Then:
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
@@ -143,11 +145,43 @@ def _median_of_3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
-    ink = np.ascontiguousarray(ink, dtype=np.float32)  # shared with Pillow, not copied
-    image = Image.frombuffer("F", (ink.shape[1], ink.shape[0]), ink, "raw", "F", 0, 1)
-    shrinking = width < ink.shape[1] or height < ink.shape[0]
-    resized = image.resize((width, height), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
-    return np.frombuffer(resized.tobytes(), dtype=np.float32).reshape(height, width)
+    """Pillow's resize of a float image, the same arithmetic without the image round trip: BOX when
+    shrinking, else BILINEAR; a horizontal pass, then a vertical one, each summed in double with the
+    weights Pillow computes and stored in float32 as Pillow's float image keeps it."""
+    h, w = ink.shape
+    box = width < w or height < h
+    out = np.asarray(ink, dtype=np.float32)
+    if width != w:
+        out = (out.astype(np.float64) @ _weights(w, width, box).T).astype(np.float32)
+    if height != h:
+        out = (_weights(h, height, box) @ out.astype(np.float64)).astype(np.float32)
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _weights(size: int, out_size: int, box: bool) -> np.ndarray:
+    """Pillow's resampling weights, out_size x size, computed as libImaging/Resample.c does (in double,
+    in its order): a pixel's weight is the filter at its distance from the output pixel's centre."""
+    scale = size / out_size
+    filter_scale = max(scale, 1.0)
+    support = (0.5 if box else 1.0) * filter_scale
+    step = 1.0 / filter_scale
+    weights = np.zeros((out_size, size))
+    for out in range(out_size):
+        center = (out + 0.5) * scale
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), size)
+        row = [_filter((x - center + 0.5) * step, box) for x in range(first, last)]
+        total = sum(row)
+        weights[out, first:last] = [w / total for w in row] if total != 0.0 else row
+    weights.flags.writeable = False
+    return weights
+
+
+def _filter(x: float, box: bool) -> float:
+    if box:
+        return 1.0 if -0.5 < x <= 0.5 else 0.0
+    return max(1.0 - abs(x), 0.0)  # the triangle (bilinear)
 
 
 def _fit(crop: np.ndarray, side: int) -> np.ndarray:

@@ -285,33 +285,47 @@ def unsure_reasons(proba: np.ndarray, features: np.ndarray, below: float) -> lis
     (several digits side by side).
     """
     proba = np.asarray(proba, dtype=np.float64)
-    if proba.shape[1] > 1:
-        top = np.partition(proba, -2, axis=1)
-        best, margin = top[:, -1], top[:, -1] - top[:, -2]
-    else:
-        best, margin = proba[:, 0], np.ones(len(proba))
-    n, side = len(proba), side_of(features.shape[1])
-    flat = np.asarray(features).reshape(n, side * side) > MAX_VALUE / 2
-    share = flat.sum(axis=1) / (side * side)
-    inked: np.ndarray = flat.reshape(n, side, side)
-    height, width = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
+    features = np.asarray(features)
+    side = side_of(features.shape[1])
     reasons = low_confidence(proba, below)  # the rule every kind applies comes first
-    why = (best < below).astype(np.int8)  # then the first of the digits' own rules a row breaks
-    why[(why == 0) & (margin < UNSURE_MARGIN)] = 2
-    why[(why == 0) & (share > _MAX_INK_SHARE[side == LEGACY_SIDE])] = 3
-    why[(why == 0) & (height > 0) & (width > _MAX_WIDTH_RATIO * height)] = 4
-    for i in np.flatnonzero(why > 1).tolist():  # only the flagged rows, few when the model reads digits
-        reasons[i] = _reason(int(why[i]), float(margin[i]), float(share[i]))
+    for i, measures in enumerate(_measures(proba, features, side)):
+        if reasons[i] is None:
+            reasons[i] = _digit_rules(*measures, side)
     return reasons
 
 
-def _reason(flag: int, gap: float, ink: float) -> str:
-    """The words for the first of the digits' own rules a row broke (unsure_reasons' order)."""
-    if flag == 2:
+def _measures(proba: np.ndarray, features: np.ndarray, side: int) -> list[tuple[float, float, int, int]]:
+    """Per row: the gap between the two likeliest digits, the share of the frame inked, the inked
+    height and width (in rows and columns of the layout). One row (an upload, a drawing) is measured
+    with a fifth of the array operations a batch takes."""
+    if len(proba) == 1:
+        top = sorted(proba[0].tolist())
+        gap = top[-1] - top[-2] if len(top) > 1 else 1.0
+        frame = features[0].reshape(side, side) > MAX_VALUE / 2
+        rows, cols = np.flatnonzero(frame.any(axis=1)), np.flatnonzero(frame.any(axis=0))
+        height = int(rows[-1] - rows[0] + 1) if rows.size else 0
+        width = int(cols[-1] - cols[0] + 1) if cols.size else 0
+        return [(gap, int(np.count_nonzero(frame)) / (side * side), height, width)]
+    if proba.shape[1] > 1:
+        top2 = np.partition(proba, -2, axis=1)[:, -2:]
+        gaps = top2[:, 1] - top2[:, 0]
+    else:
+        gaps = np.ones(len(proba))
+    inked: np.ndarray = features.reshape(len(proba), side, side) > MAX_VALUE / 2
+    share = np.count_nonzero(inked, axis=(1, 2)) / (side * side)
+    heights, widths = _extent(np.any(inked, axis=2)), _extent(np.any(inked, axis=1))
+    return list(zip(gaps.tolist(), share.tolist(), heights.tolist(), widths.tolist(), strict=True))
+
+
+def _digit_rules(gap: float, ink: float, height: int, width: int, side: int) -> str | None:
+    """The first of the digits' own rules a confident answer breaks, in words (None: none)."""
+    if gap < UNSURE_MARGIN:
         return f"the two likeliest digits are {gap:.2f} apart (under {UNSURE_MARGIN})"
-    if flag == 3:
+    if ink > _MAX_INK_SHARE[side == LEGACY_SIDE]:
         return f"ink covers {ink:.0%} of the frame: not one digit"
-    return "the ink is far wider than tall: several digits?"
+    if height > 0 and width > _MAX_WIDTH_RATIO * height:
+        return "the ink is far wider than tall: several digits?"
+    return None
 
 
 def _extent(inked_lines: np.ndarray) -> np.ndarray:

@@ -156,3 +156,17 @@ def test_unsure_when_confidence_is_low_or_the_ink_is_not_one_digit():
     for reason, (_, _, expected) in zip(reasons, rows, strict=True):
         assert reason is None if expected is None else expected in (reason or ""), (reason, expected)
     assert KIND.unsure(np.vstack([r[0] for r in rows]), np.vstack([r[1] for r in rows]), 0.5) == reasons
+    # one row at a time (an upload, a drawing) is measured apart from a batch: the same answers
+    assert [unsure_reasons(r[0][None, :], r[1][None, :], 0.5)[0] for r in rows] == reasons
+
+
+def test_one_row_is_flagged_as_in_a_batch():
+    rng = np.random.default_rng(3)
+    for side in (8, 16):
+        proba = rng.dirichlet(np.full(10, 0.3), 200)
+        X = (rng.random((200, side * side)) < rng.uniform(0, 0.8, (200, 1))) * 16.0
+        X[:20] = 0.0  # nothing inked
+        X[20:40].reshape(20, side, side)[:, side // 2, :] = 16.0  # one inked line across
+        batch = unsure_reasons(proba, X, 0.5)
+        assert [unsure_reasons(proba[i : i + 1], X[i : i + 1], 0.5)[0] for i in range(200)] == batch
+        assert len(set(batch)) > 3  # every rule is reached, not only None and low confidence

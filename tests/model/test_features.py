@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from model.errors import BlankImage, ImageTooLarge, UnreadableImage
-from model.features import N_FEATURES, features_to_image, image_to_features, median3
+from model.features import N_FEATURES, _resize, features_to_image, image_to_features, median3
 from model.images import decode_image
 from model.kinds.digits import load_digits_dataset
 
@@ -167,3 +167,20 @@ def test_the_median_filter_is_pillows_pixel_for_pixel(shape):
     pixels[: shape[0] // 3] = 255  # flat paper and an edge, not only noise
     expected = np.asarray(Image.fromarray(pixels).filter(ImageFilter.MedianFilter(3)))
     assert np.array_equal(median3(pixels), expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_resizing_is_pillows_arithmetic(seed):
+    """_resize replaced Pillow's resize of float images (BOX shrinking, BILINEAR enlarging) with its
+    weights and two passes in numpy; the values agree with Pillow's to float32 rounding."""
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        height, width = (int(v) for v in rng.integers(3, 120, 2))
+        out_w, out_h = (int(v) for v in rng.integers(3, 60, 2))
+        ink = (rng.random((height, width)) * (rng.random((height, width)) > 0.4)).astype(np.float32)
+        image = Image.fromarray(ink, mode="F")
+        resample = Image.Resampling.BOX if out_w < width or out_h < height else Image.Resampling.BILINEAR
+        expected = np.asarray(image.resize((out_w, out_h), resample))
+        got = _resize(ink, out_w, out_h)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
