@@ -43,7 +43,8 @@ def test_tiny_benchmark_prints_its_table_and_loses_nothing():
     assert data["log_check"]["lost"] == 0 and data["log_check"]["served"] > 0
     assert all(row["errors"] == 0 for row in data["summary"].values())
     assert data["batch_1000"]["errors"] == 0 and data["batch_1000"]["rows_per_s"] > 0
-    assert data["upload"]["errors"] == 0 and data["upload"]["rps"] > 0
+    assert [u["layout"][:5] for u in data["uploads"]] == ["8x8 (", "16x16"]  # the default model's layout too
+    assert all(u["errors"] == 0 and u["rps"] > 0 for u in data["uploads"])
 
 
 def test_tiny_table_benchmark_serves_compiled_and_logs_every_batch_row():
