@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 import requests
 from pymongo import MongoClient, UpdateOne
+from pymongo.database import Database
 
 from model import lifecycle
 from model.data import split
 from model.kinds.digits import load_digits_dataset
-from model.params import load_params
+from model.params import Params, load_params
 from model.registry import RegistryConfig, connect
 from model.snapshot import fetch_snapshot
 from model.sources import SourcePolicy
@@ -153,6 +154,17 @@ class Bench:
         return self.start(service)
 
 
+def promote(params: Params, name: str, db: Database, mlflow_url: str, workdir: Path) -> dict[str, Any]:
+    """Ingest, train and gate a model `name` through the lifecycle's task bodies: what train_and_register
+    returned (its version is the champion, if the gate promoted it)."""
+    registry = connect(RegistryConfig(mlflow_url, name, name))
+    snapshot = lifecycle.ingest(params, workdir / "data", db, SourcePolicy(workdir))
+    path = fetch_snapshot(db, workdir / "data", snapshot["hash"])
+    trained = lifecycle.train_and_register(params, path, registry, db)
+    lifecycle.validate_and_promote(params, path, trained["version"], registry, db, workdir / f"val-{name}")
+    return trained
+
+
 def worker_rss_mb(master: int) -> float:
     """Resident memory of everything a server's master process started (its workers)."""
     total_kb, stack = 0, _children(master)
@@ -264,14 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mongo = bench.start(services.mongo(services.free_port(), str(workdir / "mongo"), workdir / "mongo.log"))
         mlflow = bench.start(services.mlflow(services.free_port(), workdir / "mlflow", workdir / "mlflow.log"))
-        registry = connect(RegistryConfig(mlflow.url, MODEL, MODEL))
         params = load_params(ROOT / "config" / "params.yaml", data={"source": "digits"})  # 8x8: 64-number rows
         client: MongoClient = MongoClient(mongo.url, tz_aware=True)
-        snapshot = lifecycle.ingest(params, workdir / "data", client["bench"], SourcePolicy(workdir))
-        path = fetch_snapshot(client["bench"], workdir / "data", snapshot["hash"])
-        trained = lifecycle.train_and_register(params, path, registry, client["bench"])
-        lifecycle.validate_and_promote(params, path, trained["version"], registry, client["bench"], workdir / "val")
-        version = trained["version"]
+        version = promote(params, MODEL, client["bench"], mlflow.url, workdir)["version"]
         print(f"champion: {MODEL} v{version} ({params.train.estimator})", flush=True)
 
         targets = {
@@ -339,13 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         default_params = load_params(
             ROOT / "config" / "params.yaml", data={"source": "mnist", "mnist_rows": rows, "font_rows": rows // 10}
         )
-        default_registry = connect(RegistryConfig(mlflow.url, DEFAULT_MODEL, DEFAULT_MODEL))
-        snapshot = lifecycle.ingest(default_params, workdir / "data", client["bench"], SourcePolicy(workdir))
-        path = fetch_snapshot(client["bench"], workdir / "data", snapshot["hash"])
-        trained = lifecycle.train_and_register(default_params, path, default_registry, client["bench"])
-        lifecycle.validate_and_promote(
-            default_params, path, trained["version"], default_registry, client["bench"], workdir / "val-default"
-        )
+        promote(default_params, DEFAULT_MODEL, client["bench"], mlflow.url, workdir)
         default_app = bench.app(mongo.url, mlflow.url, log_predictions=True, model=DEFAULT_MODEL)
         layouts = {"8x8 (the champion above)": targets["ours"], "16x16 (the default's)": default_app}
         uploads: dict[str, list[dict[str, Any]]] = {label: [] for label in layouts}

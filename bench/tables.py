@@ -33,13 +33,10 @@ import pandas as pd
 import yaml
 from pymongo import MongoClient
 
-from bench.bench import RESULTS, ROOT, Bench, alternate, wrk
-from model import blobs, lifecycle
+from bench.bench import RESULTS, ROOT, Bench, alternate, promote, wrk
+from model import blobs
 from model.ids import id_floor
 from model.params import load_params
-from model.registry import RegistryConfig, connect
-from model.snapshot import fetch_snapshot
-from model.sources import SourcePolicy
 from ops import services
 
 MODEL = "bench-penguins"
@@ -110,13 +107,7 @@ def champion(workdir: Path, client: MongoClient, mlflow_url: str, name: str, tar
     raw["tabular"] = {**raw["tabular"], "source": "penguins.csv", "target": target}
     raw["train"] = {**raw["train"], "estimator": "random_forest", "hyperparameters": {"n_estimators": 200}}
     (workdir / f"{name}.yaml").write_text(yaml.safe_dump(raw))
-    params = load_params(workdir / f"{name}.yaml")
-    registry = connect(RegistryConfig(mlflow_url, name, name))
-    snapshot = lifecycle.ingest(params, workdir / "data", client[DB], SourcePolicy(workdir))
-    path = fetch_snapshot(client[DB], workdir / "data", snapshot["hash"])
-    trained = lifecycle.train_and_register(params, path, registry, client[DB])
-    lifecycle.validate_and_promote(params, path, trained["version"], registry, client[DB], workdir / f"val-{name}")
-    return str(trained["version"])
+    return str(promote(load_params(workdir / f"{name}.yaml"), name, client[DB], mlflow_url, workdir)["version"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,9 +145,10 @@ def _median_of_3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Pillow's resize of a float image, the same arithmetic without the image round trip: BOX when
-    shrinking, else BILINEAR; a horizontal pass, then a vertical one, each summed in double with the
-    weights Pillow computes and stored in float32 as Pillow's float image keeps it."""
+    """Pillow's resize of a float image without the image round trip: BOX when shrinking, else
+    BILINEAR; a horizontal pass, then a vertical one, each summed in double with the weights Pillow
+    computes and stored in float32 as Pillow's float image keeps it. Equal to Pillow's within float32
+    rounding (its two-pass sums are not its own two passes composed), not bit for bit."""
     h, w = ink.shape
     box = width < w or height < h
     out = np.asarray(ink, dtype=np.float32)
