@@ -17,6 +17,7 @@ import argparse
 import base64
 import io
 import json
+import operator
 import os
 import shutil
 import statistics
@@ -37,6 +38,8 @@ from pymongo.database import Database
 
 from model import lifecycle
 from model.data import split
+from model.features import image_to_features
+from model.images import decode_image
 from model.kinds.digits import load_digits_dataset
 from model.params import Params, load_params
 from model.registry import RegistryConfig, connect
@@ -350,12 +353,23 @@ def main(argv: list[str] | None = None) -> int:
         default_app = bench.app(mongo.url, mlflow.url, log_predictions=True, model=DEFAULT_MODEL)
         layouts = {"8x8 (the champion above)": targets["ours"], "16x16 (the default's)": default_app}
         uploads: dict[str, list[dict[str, Any]]] = {label: [] for label in layouts}
-        for _ in range(rounds):  # alternating, as above: a slow minute of the machine falls on both
+        # and the same digit as the row of 256 numbers the preprocessing makes of it, to the same model: the
+        # request without decoding and preprocessing, timed in the same minutes as the uploads (the machine's
+        # speed moves by half from one minute to the next; the difference is what the upload itself costs)
+        row_file = workdir / "upload-row.json"
+        row = image_to_features(decode_image(upload_png(), 10**6), 16).tolist()
+        row_file.write_text(json.dumps({"instances": [row]}))
+        rows_16: list[dict[str, Any]] = []
+        for _ in range(rounds):  # alternating, as above: a slow minute of the machine falls on all three
             for label, service in layouts.items():
                 res = wrk(service.url + "/predict", upload_file, 1, duration)
                 served_by_ours += res["ok"]
                 uploads[label].append(res)
                 wait_logged(db, baseline_logged + served_by_ours, timeout=120)
+            res = wrk(default_app.url + "/predict", row_file, 1, duration)
+            served_by_ours += res["ok"]
+            rows_16.append(res)
+            wait_logged(db, baseline_logged + served_by_ours, timeout=120)
         results["uploads"] = [
             {
                 "layout": label,
@@ -368,6 +382,15 @@ def main(argv: list[str] | None = None) -> int:
             }
             for label, runs in uploads.items()
         ]
+        row_p50s = [r["p50"] for r in rows_16]
+        upload_p50s = [r["p50"] for r in uploads["16x16 (the default's)"]]
+        results["upload_row_16"] = {
+            "p50_ms": round(statistics.median(row_p50s), 3),
+            "p50_ms_per_round": [round(p, 3) for p in row_p50s],
+            "errors": sum(r["errors"] + r["non2xx"] for r in rows_16),
+            # per round, upload minus row: the rounds' own minutes, not medians taken from different ones
+            "upload_minus_row_ms": round(statistics.median(map(operator.sub, upload_p50s, row_p50s)), 3),
+        }
 
         # every prediction served is in MongoDB, exactly once (ids are unique, so a count can only fall short)
         stored = settled_count(db, expect=baseline_logged + served_by_ours) - baseline
@@ -463,6 +486,12 @@ def print_table(summary: dict[str, Any], results: dict[str, Any]) -> None:
             f"one uploaded digit a request ({u['image']}) to a {u['layout']} model, c=1: {u['rps']:.0f} req/s, "
             f"p50 {u['p50_ms']:.2f} ms, p99 {u['p99_ms']:.2f} ms, errors {u['errors']}"
         )
+    r = results["upload_row_16"]
+    print(
+        f"the same digit as its row of 256 numbers to the 16x16 model, c=1: p50 {r['p50_ms']:.2f} ms, errors "
+        f"{r['errors']}; the upload's own cost (decoding and preprocessing), p50 minus p50 in the same round: "
+        f"{r['upload_minus_row_ms']:.2f} ms"
+    )
     print(f"/statistics over {s['documents']:,} documents: p50 {s['p50_ms']} ms, max {s['max_ms']} ms")
     print(f"worker memory (2 workers): {results['memory_mb']} MB")
     print(

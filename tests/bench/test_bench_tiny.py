@@ -45,6 +45,9 @@ def test_tiny_benchmark_prints_its_table_and_loses_nothing():
     assert data["batch_1000"]["errors"] == 0 and data["batch_1000"]["rows_per_s"] > 0
     assert [u["layout"][:5] for u in data["uploads"]] == ["8x8 (", "16x16"]  # the default model's layout too
     assert all(u["errors"] == 0 and u["rps"] > 0 for u in data["uploads"])
+    # the upload's own cost: the same digit as a row of 256 numbers to the same model, served without errors
+    assert data["upload_row_16"]["errors"] == 0 and data["upload_row_16"]["p50_ms"] > 0
+    assert "the upload's own cost" in stdout
 
 
 def test_tiny_table_benchmark_serves_compiled_and_logs_every_batch_row():
